@@ -1,0 +1,51 @@
+# Two entry points (see README): `make report` runs the main job, `make test` the tests.
+# Both start from a bare machine: system packages, a virtualenv, the corpus.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CORPUS := experiments/corpus
+SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -v '^#' trainer/corpus_crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
+
+.PHONY: setup system venv corpus train report test tier1 tier2 tier3 lint bench clean
+
+setup: system venv
+
+## System packages (Debian): the Rust crates of the corpus, proptest for generated tests,
+## llvm-22 for coverage, tmux for the monitor test, chromium for the HTML report test.
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages: $$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+
+$(CORPUS)/train.jsonl:
+	$(BIN)/python -m trainer corpus build --source /usr/share/cargo/registry --out $(CORPUS)
+
+corpus: $(CORPUS)/train.jsonl
+
+## The main job (for now: the default tiny QLoRA experiment on the real corpus).
+train: setup corpus
+	$(BIN)/python -m trainer train --config tiny-qlora --output experiments/tiny-qlora --overwrite
+
+report: train
+
+## Lint the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
+test: setup corpus
+	$(BIN)/python -m pytest -m "not tier3" -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+tier1 tier2 tier3: setup
+	$(BIN)/python -m pytest -m $@
+
+clean:
+	rm -rf $(VENV) experiments reports/*.json reports/*.md reports/*.html
