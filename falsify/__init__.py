@@ -1,0 +1,1 @@
+"""The falsification harness: contracts, checks, the Rust evaluator, the rubric and the report."""

@@ -1,0 +1,1 @@
+"""The compact LoRA/QLoRA trainer: models, data, loop, checkpoints, generation, metric store."""

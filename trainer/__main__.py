@@ -1,0 +1,110 @@
+"""`python -m trainer {train, generate, corpus build, monitor}`: the trainer's command surface.
+
+User errors (TrainerError) print one line and exit non-zero; only bugs give tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.errors import TrainerError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.config import load_config
+    from trainer.train import train
+
+    overrides = list(args.set or [])
+    if args.init:
+        overrides += ["training.mode=pretrain", "model.preset=null", "model.path=null",
+                      f"model.init_arch={args.init}", f"model.init_weights={args.init}"]
+    output = Path(args.output) if args.output else None
+    if args.resume and args.config is None:
+        if output is None:
+            raise TrainerError("--resume needs --output DIR (or --config to derive it)")
+        config = None
+    else:
+        if args.config is None:
+            raise TrainerError("train needs --config (a YAML path or a packaged name: tiny-lora, tiny-qlora, ...)")
+        config = load_config(args.config, overrides)
+        output = output or Path("experiments") / config.name
+    metrics = train(config, output, resume=args.resume, overwrite=args.overwrite)
+    print(f"experiment: {output}")
+    print(f"validation loss: step 0 {metrics['initial_val_loss']:.4f} -> final {metrics['final_val_loss']:.4f} "
+          f"(best {metrics['best_val_loss']:.4f} at step {metrics['best_step']})")
+    if metrics["converged"] is None:
+        print("converged: not claimed (no training.target_val_loss stated)")
+    else:
+        print(f"converged: {'yes' if metrics['converged'] else 'NO'} (target validation loss {metrics['target_val_loss']})")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from trainer.generate import generate_file
+
+    summary = generate_file(Path(args.experiment), Path(args.input), Path(args.out), checkpoint=args.checkpoint, limit=args.limit)
+    rate = summary["tokens_per_s"]
+    print(f"wrote {summary['functions']} samples to {args.out}; {summary['new_tokens']} tokens, "
+          f"{rate:.1f} tok/s" if rate else f"wrote {summary['functions']} samples to {args.out}")
+    return 0
+
+
+def _corpus(argv: list[str]) -> int:
+    from trainer import corpus
+
+    return corpus.main(argv)
+
+
+def _monitor(argv: list[str]) -> int:
+    from trainer import monitor
+
+    return monitor.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train; writes an experiment directory")
+    p.add_argument("--config", help="YAML file or packaged config name")
+    p.add_argument("--output", help="experiment directory (default experiments/<name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
+    p.add_argument("--init", metavar="PATH", help="pretrain from an initial checkpoint directory (arch + weights)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="write generated tests for each function")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--input", required=True, help="JSONL of functions (corpus records or samples)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", default="best", help="best | last | step-N")
+    p.add_argument("--limit", type=int, default=None, help="only the first N functions")
+    p.set_defaults(func=_generate)
+
+    sub.add_parser("corpus", help="corpus build --source DIR --out DIR", add_help=False)
+    sub.add_parser("monitor", help="monitor --experiment DIR [--once] [--json]", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["corpus"]:
+            return _corpus(argv[1:])
+        if argv[:1] == ["monitor"]:
+            return _monitor(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except TrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

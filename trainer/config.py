@@ -1,0 +1,280 @@
+"""Experiment configuration: typed dataclasses, YAML in, `--set key=value` overrides.
+
+Unknown keys and wrong types are errors that name the file, the line, the key and the
+expected type, because a typo that silently falls back to a default is exactly the kind
+of quiet failure this project exists to catch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.errors import TrainerError
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODES = ("lora", "qlora", "full", "pretrain")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = "tiny"  # tiny | qwen2.5-0.5b | llama-124m (random init, said loudly)
+    path: str | None = None  # a local Hugging Face model directory (weights + tokenizer)
+    init_arch: str | None = None  # pretrain from an initial checkpoint: its config.json (or dir)
+    init_weights: str | None = None  # ... and its weights (dir or .safetensors); both or neither
+    tokenizer_vocab_size: int | None = None  # presets: BPE vocab to train (None: the preset's)
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+
+@dataclass
+class DataConfig:
+    train: str = "experiments/corpus/train.jsonl"
+    validation: str = "experiments/corpus/validation.jsonl"
+    max_seq_len: int = 512
+    max_train_samples: int | None = None  # take the first N (after the deterministic order)
+    max_validation_samples: int | None = 64
+    packing: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    mode: str = "qlora"
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; None: epochs x steps per epoch
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    gradient_clipping: float | None = 1.0
+    save_steps: int = 50
+    eval_steps: int = 50
+    max_checkpoints: int = 3
+    seed: int = 42
+    device: str = "auto"
+    target_val_loss: float | None = None  # "converged" is only ever claimed against this
+    log_steps: int = 1
+    sample_steps: int = 0  # >0: every N steps, generate a short sample for the monitor
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """Parse YAML keeping the line of every key, so errors can point at it."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise TrainerError(f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    lines: dict[str, int] = {}
+
+    def convert(n: yaml.Node, prefix: str) -> Any:
+        if isinstance(n, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in n.value:
+                key = key_node.value
+                dotted = f"{prefix}.{key}" if prefix else key
+                lines[dotted] = key_node.start_mark.line + 1
+                out[key] = convert(value_node, dotted)
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [convert(v, prefix) for v in n.value]
+        return yaml.safe_load(yaml.serialize(n)) if n is not None else None
+
+    return (convert(node, "") if node is not None else {}), lines
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key, where)
+            except TrainerError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            return [_coerce(v, typing.get_args(tp)[0], key, where) for v in value]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise TrainerError(f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: Any, prefix: str, source: str, lines: dict[str, int]) -> Any:
+    where = f"{source}:{lines.get(prefix, 1)}" if prefix else source
+    if not isinstance(data, dict):
+        raise TrainerError(f"{where}: '{prefix or 'config'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        key_where = f"{source}:{lines.get(dotted, lines.get(prefix, 1))}"
+        if key not in names:
+            raise TrainerError(f"{key_where}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, dotted, source, lines)
+        else:
+            kwargs[key] = _coerce(value, tp, dotted, key_where)
+    return cls(**kwargs)
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a packaged config (tiny-lora, tiny-qlora, ...)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise TrainerError(f"config file not found: {path}")
+        return path
+    packaged = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        names = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+        raise TrainerError(f"no config file '{name_or_path}' and no packaged config of that name (packaged: {', '.join(names)})")
+    return packaged
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise TrainerError(f"--set expects key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _apply_override(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TrainerError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None) -> Config:
+    """Load a config file (or a dict), apply `key=value` overrides, validate everything."""
+    lines: dict[str, int] = {}
+    source = "<dict>"
+    if name_or_path is not None:
+        path = resolve_config_path(str(name_or_path))
+        source = str(path)
+        data, lines = _compose_with_lines(path.read_text(encoding="utf-8"), source)
+    data = dict(data or {})
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _apply_override(data, key, value)
+        lines[key] = 0
+    config = _build(Config, data, "", source, lines)
+    validate(config, source)
+    return config
+
+
+def validate(config: Config, source: str = "<config>") -> None:
+    """Semantic checks the types alone cannot express."""
+    t, m = config.training, config.model
+
+    def bad(key: str, expected: str, got: Any) -> TrainerError:
+        return TrainerError(f"{source}: key '{key}' expects {expected}, got {got!r}")
+
+    if t.mode not in MODES:
+        raise bad("training.mode", " | ".join(MODES), t.mode)
+    if t.device not in DEVICES:
+        raise bad("training.device", " | ".join(DEVICES), t.device)
+    for key in ("batch_size", "gradient_accumulation_steps", "epochs", "save_steps", "eval_steps", "max_checkpoints", "log_steps"):
+        if getattr(t, key) < 1:
+            raise bad(f"training.{key}", "an integer >= 1", getattr(t, key))
+    if t.max_steps is not None and t.max_steps < 1:
+        raise bad("training.max_steps", "an integer >= 1 or null", t.max_steps)
+    if not t.learning_rate > 0:
+        raise bad("training.learning_rate", "a number > 0", t.learning_rate)
+    if not 0 <= t.warmup_ratio < 1:
+        raise bad("training.warmup_ratio", "a number in [0, 1)", t.warmup_ratio)
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise bad("training.min_lr_ratio", "a number in [0, 1]", t.min_lr_ratio)
+    if t.gradient_clipping is not None and not t.gradient_clipping > 0:
+        raise bad("training.gradient_clipping", "a number > 0 or null", t.gradient_clipping)
+    if config.data.max_seq_len < 8:
+        raise bad("data.max_seq_len", "an integer >= 8", config.data.max_seq_len)
+    if config.lora.rank < 1:
+        raise bad("lora.rank", "an integer >= 1", config.lora.rank)
+    if not 0 <= config.lora.dropout < 1:
+        raise bad("lora.dropout", "a number in [0, 1)", config.lora.dropout)
+    if not config.lora.target_modules:
+        raise bad("lora.target_modules", "a non-empty list of module names", config.lora.target_modules)
+    if m.preset is not None and m.path is not None:
+        raise TrainerError(f"{source}: model.preset and model.path are exclusive; set one of them to null")
+    if m.preset is None and m.path is None and m.init_arch is None:
+        raise TrainerError(f"{source}: no model: set model.preset, model.path, or (pretrain) model.init_arch + model.init_weights")
+    if (m.init_arch is None) != (m.init_weights is None):
+        raise TrainerError(
+            f"{source}: model.init_arch and model.init_weights come as a pair or not at all "
+            f"(init_arch={m.init_arch!r}, init_weights={m.init_weights!r})"
+        )
+    if m.init_arch is not None and (m.preset is not None or m.path is not None):
+        raise TrainerError(f"{source}: model.init_arch/init_weights replace model.preset and model.path; set those to null")
+    if m.init_arch is not None and t.mode != "pretrain":
+        raise TrainerError(f"{source}: model.init_arch/init_weights (--init) need training.mode=pretrain, got {t.mode!r}")
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

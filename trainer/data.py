@@ -1,0 +1,168 @@
+"""Data: ChatML rendering, tokenization with assistant-only labels, dynamic padding.
+
+Labels are built from the prompt/answer boundary, never from `input_ids == pad_id`: that
+classic shortcut masks the end-of-turn token whenever pad == eos, and the model then
+never learns to stop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer.errors import TrainerError
+
+IGNORE = -100
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+SYSTEM_PROMPT = (
+    "You are a Rust testing expert. Write unit tests and property tests (proptest) "
+    "that check the behaviour of the given function."
+)
+
+
+def render_prompt(function_code: str) -> str:
+    """ChatML up to and including the assistant header; the model writes from here."""
+    return (
+        f"{IM_START}system\n{SYSTEM_PROMPT}{IM_END}\n"
+        f"{IM_START}user\nGenerate tests for this function:\n```rust\n{function_code}\n```{IM_END}\n"
+        f"{IM_START}assistant\n"
+    )
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Read `{"input", "output", "metadata"}` records; a bad line names file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainerError(f"data file not found: {path}")
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainerError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            for key in ("input", "output"):
+                if not isinstance(rec.get(key), str):
+                    raise TrainerError(f"{path}:{lineno}: field '{key}' must be a string")
+            records.append(rec)
+            if limit is not None and len(records) >= limit:
+                break
+    if not records:
+        raise TrainerError(f"{path}: no records")
+    return records
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_labels(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE)
+
+
+def encode_chat(tokenizer, function_code: str, tests: str, max_seq_len: int) -> Example:
+    """Prompt tokens are masked; answer tokens and the closing <|im_end|> are labels.
+
+    Truncation cuts the answer's tail (the prompt is kept whole when it fits), so a
+    truncated example has no end-of-turn label: it teaches content, not stopping.
+    """
+    prompt_ids = tokenizer.encode(render_prompt(function_code), add_special_tokens=False)
+    answer_ids = tokenizer.encode(tests, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(IM_END)]
+    input_ids = (prompt_ids + answer_ids)[:max_seq_len]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_seq_len]
+    return Example(input_ids, labels)
+
+
+def encode_plain(tokenizer, text: str, max_seq_len: int) -> Example:
+    """Pretraining: every token is a label (the first is predicted from nothing, so dropped by the shift)."""
+    ids = (tokenizer.encode(text, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(ENDOFTEXT)])[:max_seq_len]
+    return Example(ids, list(ids))
+
+
+def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: bool = False) -> tuple[list[Example], int]:
+    """Encode records; returns the examples and how many were dropped for having no label."""
+    examples, dropped = [], 0
+    for rec in records:
+        if pretrain:
+            ex = encode_plain(tokenizer, rec["input"] + "\n\n" + rec["output"], max_seq_len)
+        else:
+            ex = encode_chat(tokenizer, rec["input"], rec["output"], max_seq_len)
+        if ex.n_labels == 0:
+            dropped += 1
+            continue
+        examples.append(ex)
+    return examples, dropped
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example in the batch (dynamic padding)."""
+    width = max(len(ex.input_ids) for ex in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        input_ids[row, :n] = torch.tensor(ex.input_ids)
+        labels[row, :n] = torch.tensor(ex.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def count_label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that contribute to the loss after the causal shift."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a pure function of (seed, epoch), so resume can replay it."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+class BatchStream:
+    """Micro-batches in a deterministic order, with a position that checkpoints can save.
+
+    The position is (epoch, cursor): the next micro-batch starts at `cursor` in the
+    epoch's permutation. Restoring it replays exactly the batches an uninterrupted run sees.
+    """
+
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int):
+        if not examples:
+            raise TrainerError("no training examples left after encoding")
+        self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.epoch, self.cursor = 0, 0
+        self._order = epoch_order(len(examples), seed, 0)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.examples) // self.batch_size)
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def restore(self, position: dict[str, int]) -> None:
+        self.epoch, self.cursor = position["epoch"], position["cursor"]
+        self._order = epoch_order(len(self.examples), self.seed, self.epoch)
+
+    def fractional_epoch(self) -> float:
+        return self.epoch + self.cursor / len(self.examples)
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self.cursor >= len(self.examples):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._order = epoch_order(len(self.examples), self.seed, self.epoch)
+        idx = self._order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += len(idx)
+        return collate([self.examples[i] for i in idx], self.pad_id)
+
+
+def eval_batches(examples: list[Example], batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """Validation batches in file order (no shuffling: eval must be a pure function of the weights)."""
+    return [collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]

@@ -1,0 +1,185 @@
+"""The experiment directory: its layout, the log, the lock file and metrics.json.
+
+    experiments/<name>/
+      config.yaml  reproducibility.lock  training.log  metrics.sqlite  metrics.json
+      base_model/  (presets: the random-init weights + trained tokenizer)
+      checkpoints/step-N/  checkpoints/best/  evaluation/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from trainer.config import Config, load_config, save_config
+from trainer.errors import TrainerError
+
+log = logging.getLogger("trainer")
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "reproducibility.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "training.log"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "metrics.sqlite"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "base_model"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Temp file + rename: a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def prepare_directory(paths: ExperimentPaths, config: Config, *, resume: bool, overwrite: bool) -> Config:
+    """Create, resume or overwrite the directory; returns the config the run will use.
+
+    Resuming with a different config would silently change the run, so the resolved
+    configs must match key for key.
+    """
+    exists = paths.config.is_file()
+    if resume:
+        if not exists:
+            raise TrainerError(f"--resume: {paths.root} is not an experiment directory (no config.yaml)")
+        saved = load_config(paths.config)
+        diff = _diff(saved.to_dict(), config.to_dict()) if config is not None else []
+        if diff:
+            raise TrainerError(f"--resume: the config differs from {paths.config} in: {', '.join(diff)}")
+        return saved
+    if exists and not overwrite:
+        raise TrainerError(f"{paths.root} already holds an experiment; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and paths.root.exists():
+        shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, paths.config)
+    return config
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        dotted = f"{prefix}{k}"
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], dotted + ".")
+        elif a.get(k) != b.get(k):
+            out.append(f"{dotted} ({a.get(k)!r} -> {b.get(k)!r})")
+    return out
+
+
+def setup_logging(path: Path) -> None:
+    """training.log gets everything; the console gets the same lines."""
+    logger = logging.getLogger("trainer")
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_trainer_handler", False):
+            logger.removeHandler(handler)
+            handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in (logging.FileHandler(path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        handler._trainer_handler = True
+        logger.addHandler(handler)
+    logger.propagate = False
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Library chatter (progress bars, an optional-kernel notice from bitsandbytes) hides the real log."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def sha256_of(path: Path) -> str | None:
+    from trainer.checkpoint import sha256_file
+
+    return sha256_file(path) if path.is_file() else None
+
+
+def sha256_of_dir(path: Path, pattern: str = "*.safetensors") -> str | None:
+    """One hash over a directory's weight files (name + content, sorted)."""
+    files = sorted(path.glob(pattern)) if path.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(bytes.fromhex(sha256_of(file)))
+    return digest.hexdigest()
+
+
+def environment_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "peft", "bitsandbytes", "tokenizers", "safetensors", "tree-sitter", "tree-sitter-rust"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        versions["rustc"] = subprocess.run(["rustc", "--version"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        versions["rustc"] = None
+    return versions
+
+
+def write_lock(paths: ExperimentPaths, config: Config, device: str, final_adapter: Path | None) -> dict:
+    lock = {
+        "versions": environment_versions(),
+        "device": device,
+        "seed": config.training.seed,
+        "config_sha256": sha256_of(paths.config),
+        "datasets": {p: sha256_of(Path(p)) for p in (config.data.train, config.data.validation)},
+        "base_model_sha256": sha256_of_dir(paths.base_model) or (sha256_of_dir(Path(config.model.path)) if config.model.path else None),
+        "final_adapter_sha256": sha256_of_dir(final_adapter) if final_adapter else None,
+        "final_checkpoint": str(final_adapter) if final_adapter else None,
+    }
+    paths.lock.write_text(yaml.safe_dump(lock, sort_keys=True), encoding="utf-8")
+    return lock
