@@ -8,8 +8,6 @@ of quiet failure this project exists to catch.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import TrainerError
+from trainer.typed_yaml import build as _build, compose_with_lines as _compose_with_lines
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -94,86 +93,6 @@ class Config:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[str, int]]:
-    """Parse YAML keeping the line of every key, so errors can point at it."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise TrainerError(f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
-    lines: dict[str, int] = {}
-
-    def convert(n: yaml.Node, prefix: str) -> Any:
-        if isinstance(n, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in n.value:
-                key = key_node.value
-                dotted = f"{prefix}.{key}" if prefix else key
-                lines[dotted] = key_node.start_mark.line + 1
-                out[key] = convert(value_node, dotted)
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [convert(v, prefix) for v in n.value]
-        return yaml.safe_load(yaml.serialize(n)) if n is not None else None
-
-    return (convert(node, "") if node is not None else {}), lines
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Check `value` against the annotation `tp`; ints are accepted where floats are."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key, where)
-            except TrainerError:
-                continue
-    elif origin is list:
-        if isinstance(value, list):
-            return [_coerce(v, typing.get_args(tp)[0], key, where) for v in value]
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise TrainerError(f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def _build(cls: type, data: Any, prefix: str, source: str, lines: dict[str, int]) -> Any:
-    where = f"{source}:{lines.get(prefix, 1)}" if prefix else source
-    if not isinstance(data, dict):
-        raise TrainerError(f"{where}: '{prefix or 'config'}' must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        key_where = f"{source}:{lines.get(dotted, lines.get(prefix, 1))}"
-        if key not in names:
-            raise TrainerError(f"{key_where}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, dotted, source, lines)
-        else:
-            kwargs[key] = _coerce(value, tp, dotted, key_where)
-    return cls(**kwargs)
 
 
 def resolve_config_path(name_or_path: str) -> Path:

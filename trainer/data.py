@@ -61,6 +61,7 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
 class Example:
     input_ids: list[int]
     labels: list[int]
+    position_ids: list[int] | None = None  # packed rows only: restarts at 0 at every sample
 
     @property
     def n_labels(self) -> int:
@@ -86,14 +87,27 @@ def encode_plain(tokenizer, text: str, max_seq_len: int) -> Example:
     return Example(ids, list(ids))
 
 
-def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: bool = False) -> tuple[list[Example], int]:
-    """Encode records; returns the examples and how many were dropped for having no label."""
+def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: bool = False,
+                   packing: bool = False) -> tuple[list[Example], int]:
+    """Encode records; returns the examples and how many were dropped for having no label.
+
+    With `packing`, nothing is truncated: an example longer than `max_seq_len` cannot go
+    into a packed row whole, and cutting it silently would change what is learned.
+    """
     examples, dropped = [], 0
-    for rec in records:
+    limit = None if packing else max_seq_len
+    for number, rec in enumerate(records, 1):
         if pretrain:
-            ex = encode_plain(tokenizer, rec["input"] + "\n\n" + rec["output"], max_seq_len)
+            ex = encode_plain(tokenizer, rec["input"] + "\n\n" + rec["output"], limit)
         else:
-            ex = encode_chat(tokenizer, rec["input"], rec["output"], max_seq_len)
+            ex = encode_chat(tokenizer, rec["input"], rec["output"], limit)
+        if packing and len(ex.input_ids) > max_seq_len:
+            ident = (rec.get("metadata") or {}).get("id")
+            raise TrainerError(
+                f"data.packing=true: record {number}{f' (id {ident})' if ident else ''} is {len(ex.input_ids)} tokens, "
+                f"longer than data.max_seq_len={max_seq_len}; packing never truncates: raise data.max_seq_len, "
+                "shorten or drop the record, or set data.packing=false"
+            )
         if ex.n_labels == 0:
             dropped += 1
             continue
@@ -102,22 +116,50 @@ def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: b
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example in the batch (dynamic padding)."""
+    """Right-pad to the longest example in the batch (dynamic padding).
+
+    Packed rows (examples with `position_ids`) also get a `position_ids` tensor; their
+    padding tail counts from 0 again, so it forms a segment of its own (see trainer.packing).
+    """
     width = max(len(ex.input_ids) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    packed = any(ex.position_ids is not None for ex in examples)
+    position_ids = torch.arange(width).repeat(len(examples), 1) if packed else None
     for row, ex in enumerate(examples):
         n = len(ex.input_ids)
         input_ids[row, :n] = torch.tensor(ex.input_ids)
         labels[row, :n] = torch.tensor(ex.labels)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if packed:
+            position_ids[row, :n] = torch.tensor(ex.position_ids if ex.position_ids is not None else range(n))
+            position_ids[row, n:] = torch.arange(width - n)
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    if packed:
+        batch["position_ids"] = position_ids
+    return batch
 
 
 def count_label_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Tokens that contribute to the loss after the causal shift."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def count_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens of a batch; a DDP stand-in batch has none."""
+    return 0 if "stand_in" in batch else int(batch["attention_mask"].sum())
+
+
+def stand_in(example: Example, pad_id: int) -> dict[str, torch.Tensor]:
+    """A batch with no labels, for a DDP rank whose share of an epoch's short last batch is empty.
+
+    DDP needs every rank to run backward; with no label tokens this adds exactly zero.
+    """
+    batch = collate([example], pad_id)
+    batch["labels"].fill_(IGNORE)
+    batch["stand_in"] = torch.ones(1, dtype=torch.bool)
+    return batch
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -133,10 +175,11 @@ class BatchStream:
     epoch's permutation. Restoring it replays exactly the batches an uninterrupted run sees.
     """
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int):
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, rank: int = 0, world_size: int = 1):
         if not examples:
             raise TrainerError("no training examples left after encoding")
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.rank, self.world_size = rank, world_size  # DDP: every rank walks the same order, takes its share
         self.epoch, self.cursor = 0, 0
         self._order = epoch_order(len(examples), seed, 0)
 
@@ -160,6 +203,10 @@ class BatchStream:
             self._order = epoch_order(len(self.examples), self.seed, self.epoch)
         idx = self._order[self.cursor : self.cursor + self.batch_size]
         self.cursor += len(idx)
+        if self.world_size > 1:
+            per = self.batch_size // self.world_size
+            mine = idx[self.rank * per : (self.rank + 1) * per]
+            return collate([self.examples[i] for i in mine], self.pad_id) if mine else stand_in(self.examples[idx[0]], self.pad_id)
         return collate([self.examples[i] for i in idx], self.pad_id)
 
 

@@ -131,11 +131,14 @@ def setup_logging(path: Path) -> None:
 
 def quiet_libraries() -> None:
     """Library chatter (progress bars, an optional-kernel notice from bitsandbytes) hides the real log."""
+    import warnings
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before its import prints the notice
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def sha256_of(path: Path) -> str | None:

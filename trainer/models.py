@@ -126,12 +126,25 @@ def tokenizer_size_on_disk(path: Path) -> int:
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
+    """The directory's tokenizer, exactly as saved.
+
+    Our presets save a plain `tokenizers` tokenizer; AutoTokenizer would pick the model
+    family's class from config.json (Qwen2Tokenizer) and swap in its own pre-tokenizer,
+    so the reloaded tokenizer would encode differently from the one trained on (caught
+    by FALSIFY-RUN-003). Such directories load through PreTrainedTokenizerFast.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
     if not path.is_dir():
         raise TrainerError(f"tokenizer directory not found: {path}")
     try:
+        saved = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        saved = {}
+    try:
+        if saved.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # transformers raises many types here; all mean "cannot load"
         raise TrainerError(f"cannot load tokenizer from {path}: {exc}") from None

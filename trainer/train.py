@@ -7,6 +7,7 @@ in their own modules.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,13 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from trainer import checkpoint as ckpt
-from trainer import hardware
-from trainer.config import Config
-from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens, eval_batches, load_jsonl
+from trainer import distributed, hardware
+from trainer.config import Config, load_config
+from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
 from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, setup_logging, write_json_atomic, write_lock
 from trainer.metrics_store import MetricStore
 from trainer.models import load_for_training, prepare_base
+from trainer.packing import pack_examples
 from trainer.runtime import assert_on_device, autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("trainer")
@@ -51,11 +53,25 @@ def cosine_schedule(total_steps: int, warmup_ratio: float, min_lr_ratio: float):
     return factor
 
 
+def model_inputs(batch: dict, device: torch.device) -> dict:
+    """The model's keyword arguments for a collated batch.
+
+    A packed batch (trainer.packing) carries restarting `position_ids` and must come
+    without the 2D attention mask: transformers then builds the block-diagonal mask that
+    stops attention at sample boundaries. No cache either, or it skips that detection.
+    """
+    inputs = {"input_ids": batch["input_ids"].to(device), "use_cache": False}
+    if "position_ids" in batch:
+        inputs["position_ids"] = batch["position_ids"].to(device)
+    else:
+        inputs["attention_mask"] = batch["attention_mask"].to(device)
+    return inputs
+
+
 def forward_loss_sum(model, batch: dict, device: torch.device) -> torch.Tensor:
-    batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(device):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return token_loss_sum(logits, batch["labels"])
+        logits = model(**model_inputs(batch, device)).logits
+    return token_loss_sum(logits, batch["labels"].to(device))
 
 
 @torch.no_grad()
@@ -73,22 +89,29 @@ def evaluate(model, batches: list[dict], device: torch.device) -> float:
     return total / count
 
 
-def train_step(model, optimizer, scheduler, micro_batches: list[dict], device: torch.device, clip: float | None, step: int) -> tuple[float, float]:
+def train_step(model, optimizer, scheduler, micro_batches: list[dict], device: torch.device, clip: float | None, step: int,
+               dist: distributed.DistInfo | None = None) -> tuple[float, float]:
     """One optimizer step over an accumulation window; returns (loss per label token, grad norm).
 
-    Each micro-batch's summed loss is divided by the label tokens of the whole window, so
-    1 x accumulation 4 and 4 x accumulation 1 produce the same gradient.
+    Each micro-batch's summed loss is divided by the label tokens of the whole window (on
+    all ranks under DDP), so 1 x accumulation 4, 4 x accumulation 1 and 2 processes x 2
+    produce the same gradient. DDP averages gradients over ranks, hence the x world_size.
     """
-    n_labels = sum(count_label_tokens(b) for b in micro_batches)
+    world = dist.world_size if dist is not None else 1
+    n_labels = distributed.reduce_sum(sum(count_label_tokens(b) for b in micro_batches), dist)
     if n_labels == 0:
         raise TrainerError(f"step {step}: every label in the batch is masked (no assistant tokens after truncation)")
-    window_loss = 0.0
-    for batch in micro_batches:
-        loss = forward_loss_sum(model, batch, device) / n_labels
-        if not torch.isfinite(loss):
-            raise AndonStop(step, "loss", loss.item())
-        loss.backward()
-        window_loss += loss.item()
+    window_loss = torch.zeros((), dtype=torch.float64, device=device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with contextlib.nullcontext() if last or world == 1 else model.no_sync():  # DDP: all-reduce once per window
+            loss = forward_loss_sum(model, batch, device) / n_labels
+            (loss * world if world > 1 else loss).backward()
+        window_loss += loss.detach().double()
+    window_loss = distributed.reduce_sum(window_loss.item(), dist)  # one sync per step, not per micro-batch
+    if not math.isfinite(window_loss):
+        optimizer.zero_grad(set_to_none=True)
+        raise AndonStop(step, "loss", window_loss)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else float("inf"))
     if not torch.isfinite(grad_norm):
@@ -103,31 +126,47 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], device: t
 def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) one experiment; returns metrics.json's content."""
     paths = ExperimentPaths(Path(output))
-    cfg = prepare_directory(paths, cfg, resume=resume, overwrite=overwrite)
-    setup_logging(paths.log)
+    env = distributed.from_env()  # under torchrun: this process's rank; else rank 0 of 1
+    if cfg is not None:
+        distributed.check_batch_size(cfg.training.batch_size, env.world_size)  # before anything is written
+    if env.is_main:
+        cfg = prepare_directory(paths, cfg, resume=resume, overwrite=overwrite)
+        setup_logging(paths.log)
+    elif cfg is None or resume:
+        cfg = load_config(paths.config)  # rank 0 checks it against the saved one
     t = cfg.training
     device, device_warning = resolve_device(t.device)
+    device = distributed.setup(env, device, t.batch_size)
     seed_everything(t.seed, device)
     log.info("experiment %s: mode=%s device=%s seed=%d", paths.root, t.mode, device, t.seed)
 
     # ---- data and model
     train_records = load_jsonl(cfg.data.train, cfg.data.max_train_samples)
     val_records = load_jsonl(cfg.data.validation, cfg.data.max_validation_samples)
+    if not env.is_main:
+        distributed.barrier(env)  # wait for rank 0 to build and save the base model (presets)
     base = prepare_base(cfg, train_records, paths.root)
+    if env.is_main:
+        distributed.barrier(env)
     tokenizer = base.tokenizer
     model = load_for_training(cfg, base, device)
     assert_on_device(model, device)
+    ddp_model = distributed.wrap(model, env, device)  # the training forward; everything else uses `model`
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log.info("model: %s; trainable %d of %d parameters", base.description, n_trainable, n_total)
 
     pretrain = t.mode == "pretrain"
-    train_examples, dropped = build_examples(tokenizer, train_records, cfg.data.max_seq_len, pretrain)
+    train_examples, dropped = build_examples(tokenizer, train_records, cfg.data.max_seq_len, pretrain, cfg.data.packing)
     val_examples, val_dropped = build_examples(tokenizer, val_records, cfg.data.max_seq_len, pretrain)
     if dropped or val_dropped:
         log.warning("dropped %d train / %d validation examples with no label token within max_seq_len=%d",
                     dropped, val_dropped, cfg.data.max_seq_len)
-    stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id)
+    if cfg.data.packing:
+        n_examples = len(train_examples)
+        train_examples = pack_examples(train_examples, cfg.data.max_seq_len)
+        log.info("packing: %d examples into %d rows of at most %d tokens", n_examples, len(train_examples), cfg.data.max_seq_len)
+    stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id, env.rank, env.world_size)
     val_batches = eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id)
     steps_per_epoch = -(-stream.batches_per_epoch // t.gradient_accumulation_steps)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
@@ -138,9 +177,9 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps, t.warmup_ratio, t.min_lr_ratio))
 
     # ---- state, fresh or resumed
-    store = MetricStore(paths.store)
+    store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
     step, best_val, best_step, initial_val, tokens_seen, elapsed = 0, math.inf, None, None, 0, 0.0
-    removed = ckpt.clean_partial(paths.checkpoints)
+    removed = ckpt.clean_partial(paths.checkpoints) if env.is_main else []
     if removed:
         log.warning("removed partial checkpoint writes left by an interrupted run: %s", ", ".join(removed))
     if resume:
@@ -173,10 +212,10 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         while step < total_steps:
             started = time.perf_counter()
             micro = [stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
-            loss, grad_norm = train_step(model, optimizer, scheduler, micro, device, t.gradient_clipping, step + 1)
+            loss, grad_norm = train_step(ddp_model, optimizer, scheduler, micro, device, t.gradient_clipping, step + 1, env)
             step += 1
             seconds = time.perf_counter() - started
-            tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+            tokens = distributed.reduce_sum(sum(count_tokens(b) for b in micro), env)
             tokens_seen, elapsed = tokens_seen + tokens, elapsed + seconds
             step_rates.append(tokens / seconds)
             lr = scheduler.get_last_lr()[0]
@@ -198,7 +237,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
                 improved = val < best_val
                 if improved:
                     best_val, best_step = val, step
-            if step % t.save_steps == 0 or step == total_steps or improved:
+            if env.is_main and (step % t.save_steps == 0 or step == total_steps or improved):
                 state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "rng": rng_state(), "data_position": stream.position(), "best_val_loss": best_val,
                          "best_step": best_step, "initial_val_loss": initial_val, "tokens_seen": tokens_seen,
@@ -217,6 +256,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         store.set_meta(status=status, stop_reason=stop_reason, finished_at=time.time())
 
     # ---- results
+    distributed.barrier(env)  # rank 0's last checkpoint is complete before anyone lists them
     final = ckpt.list_checkpoints(paths.checkpoints)
     final_checkpoint = final[-1] if final else None
     curve = store.eval_curve()
@@ -224,7 +264,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
     converged = None if t.target_val_loss is None or final_val is None else final_val <= t.target_val_loss
     metrics = {
         "name": cfg.name, "status": status, "stop_reason": stop_reason, "mode": t.mode, "device": str(device),
-        "device_warning": device_warning, "model": base.description, "random_init": base.random_init,
+        "device_warning": device_warning, "world_size": env.world_size, "model": base.description, "random_init": base.random_init,
         "total_parameters": n_total, "trainable_parameters": n_trainable,
         "steps": step, "total_steps": total_steps, "epochs": stream.fractional_epoch(),
         "train_examples": len(train_examples), "validation_examples": len(val_examples),
@@ -236,9 +276,11 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
         "best_checkpoint": str(paths.checkpoints / "best") if (paths.checkpoints / "best").is_dir() else None,
     }
-    write_json_atomic(paths.metrics, metrics)
-    write_lock(paths, cfg, str(device), final_checkpoint)
+    if env.is_main:
+        write_json_atomic(paths.metrics, metrics)
+        write_lock(paths, cfg, str(device), final_checkpoint)
     store.close()
+    distributed.shutdown(env)
     if guard is not None:
         raise guard
     return metrics

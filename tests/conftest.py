@@ -1,0 +1,26 @@
+"""Shared fixtures: a small, real-Rust training set and a fast tiny-model config.
+
+The data are generated Rust functions with their unit tests (valid Rust, varied
+shapes), so trainer tests run without the full corpus and in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from falsify.checks.fixtures import run_config, rust_pairs, write_jsonl  # shared with the checks
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-data")
+    records = rust_pairs(60)
+    return {"train": write_jsonl(root / "train.jsonl", records[:48]),
+            "validation": write_jsonl(root / "validation.jsonl", records[48:])}
+
+
+def fast_config(data: dict[str, Path], **sections):
+    """The tiny preset, short sequences, 4 steps; `sections` override keys (see fixtures.run_config)."""
+    return run_config(data, **sections)
