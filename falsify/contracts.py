@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import TrainerError
-from trainer.typed_yaml import build, compose_with_lines
+from trainer.typed_yaml import SchemaError, build, compose_with_lines
 
 TIERS = ("tier1", "tier2", "tier3")
 REQUIREMENTS = ("cpu", "cuda")
@@ -40,7 +40,7 @@ class Falsifier:
     params: dict[str, Any] = field(default_factory=dict)
     parametrize: list[dict[str, Any]] = field(default_factory=list)  # each entry extends params: one item each
     rubric: list[str] = field(default_factory=list)
-    line: int = 0
+    line: int = field(default=0, metadata={"internal": True})
 
     def param_sets(self) -> list[dict[str, Any]]:
         return [{**self.params, **extra} for extra in self.parametrize] or [dict(self.params)]
@@ -55,7 +55,7 @@ class Contract:
     falsifiers: list[Falsifier]
     references: list[str] = field(default_factory=list)
     refutes: list[str] = field(default_factory=list)  # seed claims this contract's evidence contradicts
-    path: Path = Path("<contract>")
+    path: Path = field(default=Path("<contract>"), metadata={"internal": True})
 
     @property
     def active(self) -> bool:
@@ -78,12 +78,21 @@ def load_contract(path: Path, *, known_rubric: set[str] | None = None) -> Contra
         raise ContractError(f"{path}: cannot read contract ({exc})") from None
     try:
         data, lines = compose_with_lines(text, str(path))
-        data = data if isinstance(data, dict) else {"<document>": data}
-        contract = build(Contract, data, "", str(path), lines)
-    except ContractError:
-        raise
     except TrainerError as exc:
         raise ContractError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise ContractError(f"{path}:1: a contract must be a YAML mapping, got {type(data).__name__}")
+    try:
+        contract = build(Contract, data, "", str(path), lines)
+    except SchemaError as exc:
+        who = f"contract {data.get('id', '?')}"
+        parts = exc.key.split(".")
+        if parts[0] == "falsifiers" and len(parts) > 1 and parts[1].isdigit():
+            items = data.get("falsifiers") or []
+            index = int(parts[1])
+            fid = items[index].get("id", "?") if index < len(items) and isinstance(items[index], dict) else "?"
+            who += f" falsifier {fid}"
+        raise ContractError(f"{exc.where}: {who}: field '{exc.key}': {exc.problem}") from None
     contract.path = path
     cid = contract.id
 

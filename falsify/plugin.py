@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from falsify.contracts import ContractError, Falsifier, load_contract, param_label, rubric_ids
+from falsify import contracts as _contracts
+from falsify.contracts import ContractError, Falsifier, load_contract, param_label
 
 MARKERS = {
     "tier1": "falsifier tier 1: CPU, seconds, on every save",
@@ -63,7 +65,7 @@ def pytest_collect_file(parent, file_path: Path):
 class ContractFile(pytest.File):
     def collect(self):
         try:
-            contract = load_contract(self.path, known_rubric=rubric_ids())
+            contract = load_contract(self.path, known_rubric=_contracts.rubric_ids())
         except ContractError as exc:
             yield ContractLoadError.from_parent(self, name=f"{self.path.name}::load", message=str(exc))
             return
@@ -145,7 +147,7 @@ class FalsifierItem(pytest.Item):
 
 def pytest_runtest_logreport(report) -> None:
     """Collect one outcome per item (setup skip, call pass/fail, or an error in setup/call)."""
-    results = _results_of(report)
+    results = _SESSION.get("results")
     if results is None:
         return
     entry = results.setdefault(report.nodeid, {"outcome": None, "reason": "", "seconds": 0.0})
@@ -162,11 +164,26 @@ def pytest_runtest_logreport(report) -> None:
         entry["observed"] = next((json.loads(v) for k, v in report.user_properties if k == "observed"), None)
 
 
-_SESSION: dict = {}
+_SESSION: dict = {}  # outcomes of this session's items, filled by the logreport hook
 
 
-def _results_of(report):
-    return _SESSION.get("results")
+def _needs_bitsandbytes(item) -> bool:
+    if not isinstance(item, FalsifierItem):
+        return True  # an ordinary test may use anything
+    p = item.params
+    return p.get("mode") == "qlora" or item.falsifier.tier == "tier3" or (
+        item.falsifier.check == "qlora_storage_reduction" and p.get("preset", "tiny") == "tiny")
+
+
+def pytest_collection_finish(session) -> None:
+    """Tier-1 speed: when no selected item uses NF4, keep bitsandbytes out of the process.
+
+    peft imports bitsandbytes eagerly, and bitsandbytes imports torch's inductor: about a
+    second of a 5-second budget. Marking it absent makes peft skip it; any code that still
+    needs it fails loudly with ImportError (nothing is silently replaced).
+    """
+    if session.items and "bitsandbytes" not in sys.modules and not any(_needs_bitsandbytes(i) for i in session.items):
+        sys.modules["bitsandbytes"] = None
 
 
 def pytest_sessionstart(session) -> None:

@@ -16,6 +16,14 @@ import yaml
 from trainer.errors import TrainerError
 
 
+class SchemaError(TrainerError):
+    """A YAML value that does not fit its dataclass: where (file:line), which key, what was wrong."""
+
+    def __init__(self, where: str, key: str, problem: str):
+        self.where, self.key, self.problem = where, key, problem
+        super().__init__(f"{where}: key '{key}' {problem}")
+
+
 def compose_with_lines(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """Parse YAML keeping the line of every key, so errors can point at it."""
     try:
@@ -80,7 +88,7 @@ def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             return value
     elif isinstance(value, tp):
         return value
-    raise TrainerError(f"{where}: key '{key}' expects {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise SchemaError(where, key, f"expects {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def build(cls: type, data: Any, prefix: str, source: str, lines: dict[str, int]) -> Any:
@@ -88,26 +96,26 @@ def build(cls: type, data: Any, prefix: str, source: str, lines: dict[str, int])
     if not isinstance(data, dict):
         raise TrainerError(f"{where}: '{prefix or 'config'}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         line = lines.get(dotted, lines.get(prefix, 1))
         key_where = f"{source}:{line}" if line else f"--set {dotted}"
         if key not in names:
-            raise TrainerError(f"{key_where}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+            raise SchemaError(key_where, dotted, f"is unknown (known: {', '.join(sorted(names))})")
         tp = hints[key]
         item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
         if dataclasses.is_dataclass(tp):
             kwargs[key] = build(tp, value, dotted, source, lines)
         elif item is not None and dataclasses.is_dataclass(item):
             if not isinstance(value, list):
-                raise TrainerError(f"{key_where}: key '{dotted}' expects a list of {item.__name__} mappings, got {type(value).__name__}")
+                raise SchemaError(key_where, dotted, f"expects a list of {item.__name__} mappings, got {type(value).__name__}")
             kwargs[key] = [build(item, v, f"{dotted}.{i}", source, lines) for i, v in enumerate(value)]
         else:
             kwargs[key] = coerce(value, tp, dotted, key_where)
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise TrainerError(f"{where}: '{prefix or 'document'}' is missing required key(s): {', '.join(missing)}")
+        raise SchemaError(where, prefix or "document", f"is missing required key(s): {', '.join(missing)}")
     return cls(**kwargs)

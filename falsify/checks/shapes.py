@@ -81,6 +81,8 @@ def qlora_storage_reduction(*, preset: str = "tiny", min_reduction: float = 0.70
         linear_ids = {id(m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")}
         others = sum(2 * p.numel() for p in model.parameters() if id(p) not in linear_ids)
         observed, formula_ok = {"computed_from": "module shapes on meta device"}, True
+    if bf16 == 0:
+        return Verdict(False, {**observed, "preset": preset, "quantized_layers": 0}, "no layer was quantized to NF4")
     reduction = 1 - quantized / bf16
     whole = 1 - (quantized + others) / (bf16 + others)
     observed.update(preset=preset, bf16_linear_bytes=bf16, nf4_linear_bytes=quantized, linear_reduction=round(reduction, 4),
@@ -112,11 +114,12 @@ def causal_masking(*, position: int = 10, seq_len: int = 24, trials: int = 3) ->
 
 
 def _run_property(test) -> tuple[bool, str]:
+    """Run a hypothesis property; a falsifying example (assertion or crash) becomes the message."""
     try:
         test()
         return True, ""
-    except AssertionError as exc:
-        return False, str(exc)[:800] or "assertion failed"
+    except Exception as exc:  # hypothesis re-raises the minimal failing example's own error
+        return False, f"{type(exc).__name__}: {str(exc)[:800]}"
 
 
 @check("rmsnorm_properties")

@@ -1,0 +1,290 @@
+"""Turn a sample into a throwaway cargo crate and build it offline, sandboxed.
+
+Speed: proptest and its dependencies are compiled once into a template target
+directory in the cache (`$RTF_CACHE_DIR`, default ~/.cache/rust-test-falsify/evaluator).
+Each sample gets its own target directory made of hard links to the template's files,
+so cargo sees the dependencies as fresh, parallel samples never wait on cargo's build
+lock, and no sample can overwrite another's binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import rust_ast
+
+from .sandbox import Limits, RunResult, run_sandboxed
+from .toolchain import REGISTRY, Toolchain
+
+CRATE_NAME = "sample"
+
+CARGO_CONFIG = f"""[source.crates-io]
+replace-with = "debian"
+
+[source.debian]
+directory = "{REGISTRY}"
+
+[net]
+offline = true
+"""
+
+CARGO_TOML = f"""[package]
+name = "{CRATE_NAME}"
+version = "0.1.0"
+edition = "2021"
+build = false          # no build script: generated code never runs at build time
+autobins = false
+autoexamples = false
+autotests = false
+autobenches = false
+
+[lib]
+path = "src/lib.rs"
+doctest = false
+
+[dependencies]
+proptest = "1"
+
+[profile.dev]
+debug = 0
+
+[workspace]
+"""
+
+TEST_PRELUDE = "    use super::*;\n    #[allow(unused_imports)]\n    use proptest::prelude::*;\n"
+
+# Flags of the coverage build, for the sample crate only (`cargo rustc` passes them to the
+# last crate): branch coverage is a `-Z` option, enabled on stable through
+# RUSTC_BOOTSTRAP=1; `-Zallow-features=` keeps every `#![feature]` an error, so the
+# generated code is still held to stable Rust.
+COVERAGE_FLAGS = ["-C", "instrument-coverage", "-Zcoverage-options=branch", "-Zallow-features="]
+
+BUILD_LIMITS = Limits(wall_s=120, cpu_s=240, memory_bytes=6 << 30, file_bytes=1 << 30, processes=512,
+                      output_bytes=4 << 20)
+
+# Macros and attributes that make the compiler read files: generated tests have no files
+# to read, and a build must not copy host files into the binary.
+FILE_READING = ("include", "include_str", "include_bytes")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RTF_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "rust-test-falsify" / "evaluator"
+
+
+@dataclass
+class Layout:
+    """Where each part of the assembled lib.rs sits (1-based inclusive lines, byte ranges)."""
+    source: str
+    function_lines: tuple[int, int]
+    tests_bytes: tuple[int, int]
+
+
+def assemble(function_code: str, generated_tests: str, helper: str = "") -> Layout:
+    """lib.rs = the function (from line 1), optional schema helper, then the tests module.
+
+    Tests that are already a module (`mod tests {...}`) are placed as they are; bare
+    `#[test]` functions and `proptest!` blocks are wrapped in `#[cfg(test)] mod tests`.
+    """
+    head = function_code.rstrip() + "\n"
+    n_lines = head.count("\n")
+    if helper:
+        head += "\n" + helper.rstrip() + "\n"
+    head += "\n"
+    tree = rust_ast.parse(generated_tests)
+    is_module = any(c.type == "mod_item" for c in tree.root_node.named_children)
+    if is_module:
+        tests = generated_tests.rstrip() + "\n"
+    else:
+        body = "\n".join(("    " + ln) if ln.strip() else "" for ln in generated_tests.rstrip().splitlines())
+        tests = "#[cfg(test)]\nmod tests {\n" + TEST_PRELUDE + body + "\n}\n"
+    start = len(head.encode())
+    source = head + tests
+    return Layout(source, (1, n_lines), (start, len(source.encode())))
+
+
+def refusal(code: str) -> str | None:
+    """Why this code is refused before any build (compile-time file access), or None."""
+    tree = rust_ast.parse(code)
+    for node in rust_ast.walk(tree.root_node):
+        if node.type == "macro_invocation":
+            name = rust_ast.text(node.child_by_field_name("macro")).split("::")[-1]
+            if name in FILE_READING:
+                return f"refused: {name}! reads files at compile time (line {node.start_point[0] + 1})"
+        if node.type == "attribute_item" and rust_ast.text(node).replace(" ", "").startswith("#[path"):
+            return f"refused: #[path] attribute loads another file (line {node.start_point[0] + 1})"
+        if node.type == "mod_item" and node.child_by_field_name("body") is None:
+            return f"refused: `{rust_ast.text(node).strip()}` loads another file (line {node.start_point[0] + 1})"
+    return None
+
+
+@dataclass
+class Diagnostic:
+    level: str
+    message: str
+    rendered: str
+    code: str | None
+    spans: list[tuple[int, int]] = field(default_factory=list)   # primary spans in lib.rs, byte offsets
+    lines: list[int] = field(default_factory=list)                # primary span start lines
+
+
+@dataclass
+class BuildResult:
+    run: RunResult
+    success: bool
+    executable: Path | None
+    diagnostics: list[Diagnostic]
+
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.level in ("error", "error: internal compiler error")]
+
+    def error_text(self, limit: int = 1500) -> str:
+        """The compiler's own error text, trimmed, or the harness's reason."""
+        text = "\n".join(d.rendered.strip() for d in self.errors() if d.rendered)
+        if not text:
+            text = self.run.stderr.strip()[-limit:]
+        return text[:limit] + (" ..." if len(text) > limit else "")
+
+
+def parse_cargo_json(stdout: str) -> tuple[list[Diagnostic], Path | None, bool]:
+    """Diagnostics of the sample crate, its test executable, and cargo's success flag."""
+    diags: list[Diagnostic] = []
+    exe: Path | None = None
+    success = False
+    for line in stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        reason = msg.get("reason")
+        if reason == "compiler-message" and msg.get("target", {}).get("name") == CRATE_NAME:
+            m = msg["message"]
+            prim = [s for s in m.get("spans", []) if s.get("is_primary") and s.get("file_name", "").endswith("lib.rs")]
+            diags.append(Diagnostic(m.get("level", ""), m.get("message", ""), m.get("rendered") or "",
+                                    (m.get("code") or {}).get("code"),
+                                    [(s["byte_start"], s["byte_end"]) for s in prim],
+                                    [s["line_start"] for s in prim]))
+        elif reason == "compiler-artifact" and msg.get("target", {}).get("name") == CRATE_NAME and msg.get("executable"):
+            exe = Path(msg["executable"])
+        elif reason == "build-finished":
+            success = bool(msg.get("success"))
+    return diags, exe, success
+
+
+class Workspace:
+    """The cache (cargo home, template target) and the builds of one evaluation run."""
+
+    def __init__(self, toolchain: Toolchain, cargo_jobs: int = 1):
+        self.toolchain = toolchain
+        self.cargo_jobs = cargo_jobs
+        self.root = cache_dir()
+        self.template = self.root / "template"
+        self._lock = threading.Lock()
+
+    # ---- template: dependencies compiled once -------------------------------------------
+    def warm(self) -> None:
+        """Compile proptest (test build and clippy check) into the template, once per cache."""
+        with self._lock:
+            marker = self.template / f"warm-{self.toolchain.rustc_version.replace(' ', '_')}"
+            if marker.exists():
+                return
+            shutil.rmtree(self.template, ignore_errors=True)
+            (self.template / "src").mkdir(parents=True)
+            (self.template / "cargo-home").mkdir()
+            (self.template / "cargo-home" / "config.toml").write_text(CARGO_CONFIG)
+            (self.template / "Cargo.toml").write_text(CARGO_TOML.replace(f'name = "{CRATE_NAME}"', 'name = "rtf_template"'))
+            (self.template / "src" / "lib.rs").write_text(
+                "pub fn id(x: u8) -> u8 { x }\n#[cfg(test)]\nmod tests {\n" + TEST_PRELUDE
+                + "    proptest! { #[test] fn p(x in any::<u8>()) { prop_assert_eq!(super::id(x), x); } }\n}\n")
+            env = self._env(self.template, self.toolchain.sysroot)
+            steps = [["cargo", "test", "--no-run"]]
+            if self.toolchain.has_clippy:
+                steps.append(["cargo", "clippy", "--tests"])
+            for step in steps:
+                proc = subprocess.run(step + ["--quiet"], cwd=self.template, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"could not build proptest offline from {REGISTRY} in {self.template}: "
+                                       + proc.stderr.strip()[-800:])
+            marker.write_text("ok\n")
+
+    # ---- per sample -----------------------------------------------------------------------
+    def prepare(self, sample_dir: Path, source: str, uid: int) -> None:
+        """Write the crate (read-only to the sandbox) and a writable hard-linked target dir."""
+        sample_dir.mkdir(parents=True)
+        os.chown(sample_dir, uid, uid)
+        os.chmod(sample_dir, 0o700)
+        (sample_dir / "src").mkdir()
+        (sample_dir / "src" / "lib.rs").write_text(source)
+        (sample_dir / "Cargo.toml").write_text(CARGO_TOML)
+        shutil.copy2(self.template / "Cargo.lock", sample_dir / "Cargo.lock")
+        os.chown(sample_dir / "Cargo.lock", uid, uid)
+        home = sample_dir / "cargo-home"
+        home.mkdir()
+        (home / "config.toml").write_text(CARGO_CONFIG)
+        os.chown(home, uid, uid)
+        (sample_dir / ".toolchain").mkdir()
+        self._link_target(sample_dir / "target", uid)
+        for sub in ("prof", "run"):
+            (sample_dir / sub).mkdir()
+            os.chown(sample_dir / sub, uid, uid)
+
+    def write_source(self, sample_dir: Path, source: str) -> None:
+        (sample_dir / "src" / "lib.rs").write_text(source)
+
+    def _link_target(self, dest: Path, uid: int) -> None:
+        src = self.template / "target"
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel = Path(dirpath).relative_to(src)
+            if rel.parts[:2] in (("debug", "incremental"),):
+                dirnames[:] = []
+                continue
+            out = dest / rel
+            out.mkdir(parents=True, exist_ok=True)
+            os.chown(out, uid, uid)
+            for name in filenames:
+                if name in (".cargo-lock", ".rustc_info.json"):
+                    continue  # files cargo rewrites: the sample gets its own
+                os.link(Path(dirpath) / name, out / name)
+
+    def _env(self, crate_dir: Path, toolchain_dir: Path) -> dict[str, str]:
+        return {
+            "PATH": f"{toolchain_dir}/bin:/usr/bin:/bin",
+            "HOME": str(crate_dir),
+            "CARGO_HOME": str(crate_dir / "cargo-home") if (crate_dir / "cargo-home").exists() else str(self.template / "cargo-home"),
+            "CARGO_TARGET_DIR": str(crate_dir / "target"),
+            "RUSTC": f"{toolchain_dir}/bin/rustc",
+            "CARGO_INCREMENTAL": "0",
+            "CARGO_TERM_COLOR": "never",
+            "LANG": "C.UTF-8",
+        }
+
+    def cargo(self, sample_dir: Path, args: list[str], *, uid: int, rustc_args: list[str] | None = None,
+              limits: Limits = BUILD_LIMITS, extra_env: dict[str, str] | None = None) -> BuildResult:
+        """Run cargo on the sample crate inside the sandbox, JSON messages on stdout."""
+        mount = sample_dir / ".toolchain"
+        env = self._env(sample_dir, mount) | (extra_env or {})
+        argv = [str(mount / "bin" / "cargo")] + args + ["--message-format=json", "-j", str(self.cargo_jobs)]
+        if rustc_args:
+            argv += ["--", *rustc_args]
+        run = run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=limits, env=env,
+                            binds=((self.toolchain.sysroot, mount),))
+        diags, exe, success = parse_cargo_json(run.stdout)
+        return BuildResult(run, success and run.ok, exe, diags)
+
+    def build_tests(self, sample_dir: Path, *, uid: int, coverage: bool) -> BuildResult:
+        """Compile the crate's test binary (instrumented for coverage when asked)."""
+        if coverage:
+            return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=COVERAGE_FLAGS,
+                              uid=uid, extra_env={"RUSTC_BOOTSTRAP": "1"})
+        return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], uid=uid)
+
+    def clippy(self, sample_dir: Path, *, uid: int) -> BuildResult:
+        return self.cargo(sample_dir, ["clippy", "--tests"], uid=uid)

@@ -1,0 +1,102 @@
+"""Read the samples file line by line; a bad line becomes a problem record, never a crash.
+
+The run must go on past a malformed line and count it as a failure, so reading returns
+both the good samples and one `InputProblem` per bad line (with its line number).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED = ("id", "function_code", "generated_tests")
+OPTIONAL_STR = ("reference_tests",)
+
+
+@dataclass
+class Sample:
+    id: str
+    line: int
+    function_code: str
+    generated_tests: str
+    reference_tests: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class InputProblem:
+    id: str          # the sample's id when it could be read, else "line-N"
+    line: int
+    problem: str     # one line naming the field and what was expected
+
+
+def parse_record(obj: object, line: int) -> Sample | InputProblem:
+    """Validate one decoded JSON value against the samples schema."""
+    if not isinstance(obj, dict):
+        return InputProblem(f"line-{line}", line, f"line {line}: expected a JSON object, got {type(obj).__name__}")
+    sid = obj.get("id")
+    name = str(sid) if isinstance(sid, (str, int)) and str(sid) else f"line-{line}"
+    for key in REQUIRED:
+        if key not in obj:
+            return InputProblem(name, line, f"line {line}: missing field '{key}'")
+        if not isinstance(obj[key], str):
+            return InputProblem(name, line, f"line {line}: field '{key}' must be a string, got {type(obj[key]).__name__}")
+    if not obj["id"].strip():
+        return InputProblem(name, line, f"line {line}: field 'id' is empty")
+    if not obj["function_code"].strip():
+        return InputProblem(name, line, f"line {line}: field 'function_code' is empty")
+    if not obj["generated_tests"].strip():
+        return InputProblem(name, line, f"line {line}: field 'generated_tests' is empty (no tests generated)")
+    ref = obj.get("reference_tests")
+    if ref is not None and not isinstance(ref, str):
+        return InputProblem(name, line, f"line {line}: field 'reference_tests' must be a string or absent")
+    meta = obj.get("metadata", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        return InputProblem(name, line, f"line {line}: field 'metadata' must be an object")
+    return Sample(obj["id"], line, obj["function_code"], obj["generated_tests"], ref or None, meta)
+
+
+def read_samples(path: Path) -> list[Sample | InputProblem]:
+    """Every non-blank line of `path`, in order, as a Sample or an InputProblem."""
+    out: list[Sample | InputProblem] = []
+    seen: set[str] = set()
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                out.append(InputProblem(f"line-{number}", number, f"line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})"))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                out.append(InputProblem(f"line-{number}", number, f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"))
+                continue
+            item = parse_record(obj, number)
+            if isinstance(item, Sample):
+                if item.id in seen:
+                    item = InputProblem(item.id, number, f"line {number}: duplicate id '{item.id}'")
+                else:
+                    seen.add(item.id)
+            out.append(item)
+    return out
+
+
+def from_dicts(records: list[dict]) -> list[Sample | InputProblem]:
+    """The Python API's list-of-dicts input, validated like file lines (line = index + 1)."""
+    out: list[Sample | InputProblem] = []
+    seen: set[str] = set()
+    for number, obj in enumerate(records, start=1):
+        item = parse_record(obj, number)
+        if isinstance(item, Sample):
+            if item.id in seen:
+                item = InputProblem(item.id, number, f"line {number}: duplicate id '{item.id}'")
+            else:
+                seen.add(item.id)
+        out.append(item)
+    return out

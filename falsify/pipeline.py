@@ -1,0 +1,300 @@
+"""The report's pipeline: train twice, generate, evaluate, run the falsifiers; each a subprocess.
+
+A stage is a command line (or, for cheap file preparation, a Python callable) plus the
+files that show it already ran. Subprocesses contain crashes: a failed stage is recorded
+with the last line of its log, the stages that need it are skipped with that reason, and
+the scorecard marks the items they would have fed as "not run". A rich progress display
+shows the stage, and a bar with an ETA where a stage's progress can be read from its
+output files (training steps in metrics.sqlite, generated samples so far).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+CORPUS = Path("experiments/corpus")
+CRATE_SOURCE = Path("/usr/share/cargo/registry")
+DEFAULT_CONFIG = "tiny-qlora"
+DEFAULT_EXPERIMENT = Path("experiments/tiny-qlora")
+REFERENCE_DIR = Path("experiments/reference")
+
+
+@dataclass
+class Stage:
+    name: str
+    command: list[str] | None = None
+    action: Callable[[], None] | None = None      # in-process alternative to `command`
+    done: Callable[[], str | None] | None = None   # returns why the stage can be reused, or None
+    progress: Callable[[], tuple[int, int] | None] | None = None
+    needs: list[str] = field(default_factory=list)
+    ok_codes: tuple[int, ...] = (0,)
+    check_output: Path | None = None               # must exist after a successful run
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran" | "reused" | "failed" | "skipped"
+    seconds: float
+    command: str
+    reason: str = ""
+    log: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2), "command": self.command,
+                "reason": self.reason, "log": self.log}
+
+
+@dataclass
+class Plan:
+    """What the report scores, and the stages that produce it."""
+
+    generator: str
+    experiment: Path | None
+    repeat: Path | None
+    eval_dir: Path
+    samples: Path
+    falsifiers: Path | None
+    holdout: Path
+    stages: list[Stage]
+
+    @property
+    def summary(self) -> Path:
+        return self.eval_dir / "summary.json"
+
+    @property
+    def generation_summary(self) -> Path:
+        return self.samples.with_suffix(".summary.json")
+
+
+# ---------------------------------------------------------------- progress readers
+
+def training_progress(root: Path) -> Callable[[], tuple[int, int] | None]:
+    def read():
+        db = root / "metrics.sqlite"
+        if not db.is_file():
+            return None
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)
+            try:
+                total = con.execute("SELECT value FROM meta WHERE key='total_steps'").fetchone()
+                step = con.execute("SELECT MAX(step) FROM steps").fetchone()[0] or 0
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return None  # the trainer is creating or replacing it; try again at the next poll
+        return (step, int(json.loads(total[0]))) if total else None
+    return read
+
+
+def lines_progress(paths: list[Path], total: int) -> Callable[[], tuple[int, int] | None]:
+    def read():
+        for p in paths:
+            if p.is_file():
+                with p.open("rb") as fh:
+                    return sum(1 for _ in fh), total
+        return 0, total
+    return read
+
+
+def count_lines(path: Path) -> int:
+    with Path(path).open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+# ---------------------------------------------------------------- plans
+
+def _reuse_run(root: Path) -> Callable[[], str | None]:
+    def done():
+        return f"{root}/metrics.json exists" if (root / "metrics.json").is_file() else None
+    return done
+
+
+def _reuse_file(path: Path, newer_than: Path | None = None) -> Callable[[], str | None]:
+    def done():
+        if not path.is_file():
+            return None
+        if newer_than is not None and newer_than.is_file() and path.stat().st_mtime < newer_than.stat().st_mtime:
+            return None
+        return f"{path} exists"
+    return done
+
+
+def _never() -> Callable[[], str | None]:
+    return lambda: None
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def corpus_stage(holdout: Path) -> Stage:
+    return Stage("corpus", _py("-m", "trainer", "corpus", "build", "--source", str(CRATE_SOURCE), "--out", str(holdout.parent)),
+                 done=_reuse_file(holdout), check_output=holdout)
+
+
+def train_command(root: Path, fresh: bool) -> list[str]:
+    """Fresh: the packaged default config. Reuse: the experiment's own resolved config."""
+    if fresh:
+        return _py("-m", "trainer", "train", "--config", DEFAULT_CONFIG, "--output", str(root), "--overwrite")
+    return _py("-m", "trainer", "train", "--config", str(root / "config.yaml"), "--output", str(root), "--resume")
+
+
+def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
+    fresh = experiment is None
+    exp = DEFAULT_EXPERIMENT if fresh else Path(experiment)
+    repeat = exp.with_name(exp.name + "-repeat")
+    eval_dir = exp / "evaluation"
+    samples = eval_dir / "generated.jsonl"
+    falsifiers = eval_dir / "falsifiers.json"
+    reuse = (lambda f: _never()) if fresh else (lambda f: f)
+    if fresh:
+        repeat_cmd = _py("-m", "trainer", "train", "--config", DEFAULT_CONFIG, "--output", str(repeat), "--overwrite")
+    else:  # the same resolved config as run A, into a fresh directory
+        repeat_cmd = _py("-m", "trainer", "train", "--config", str(exp / "config.yaml"), "--output", str(repeat), "--overwrite")
+    stages = [
+        corpus_stage(holdout),
+        Stage("train", train_command(exp, fresh), done=reuse(_reuse_run(exp)), progress=training_progress(exp),
+              needs=["corpus"], check_output=exp / "metrics.json"),
+        Stage("train-repeat", repeat_cmd, done=reuse(_reuse_run(repeat)), progress=training_progress(repeat),
+              needs=["corpus"], check_output=repeat / "metrics.json"),
+        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(exp), "--input", str(holdout),
+                              "--out", str(samples), "--limit", str(limit)),
+              done=reuse(_reuse_file(samples)), needs=["train"], check_output=samples,
+              progress=lines_progress([samples.with_name(f".{samples.name}.tmp"), samples], limit)),
+        Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
+              done=reuse(_reuse_file(eval_dir / "summary.json", newer_than=samples)), needs=["generate"],
+              check_output=eval_dir / "summary.json", progress=lines_progress([eval_dir / "samples.jsonl"], limit)),
+    ]
+    if tiers:
+        # pytest exits 1 when some falsifier fails: that is evidence, not a broken stage.
+        stages.append(Stage("falsifiers", _py("-m", "pytest", "contracts", "-m", " or ".join(tiers), "--falsify-results",
+                                              str(falsifiers), "-p", "no:cacheprovider", "-q"),
+                            done=reuse(_reuse_file(falsifiers)), ok_codes=(0, 1), check_output=falsifiers))
+    return Plan("model", exp, repeat, eval_dir, samples, falsifiers if tiers else None, holdout, stages)
+
+
+def write_reference_samples(holdout: Path, out: Path, limit: int) -> None:
+    """The corpus's own tests as if generated: same evaluator, the rubric's 'top' for comparison."""
+    from falsify.evidence import ReportError
+
+    rows = []
+    for lineno, line in enumerate(holdout.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{holdout}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(rec.get("input"), str) or not isinstance(rec.get("output"), str):
+            raise ReportError(f"{holdout}:{lineno}: a corpus record needs string fields 'input' and 'output'")
+        meta = rec.get("metadata") or {}
+        rows.append({"id": str(meta.get("id") or f"holdout-{lineno}"), "function_code": rec["input"],
+                     "generated_tests": rec["output"], "reference_tests": rec["output"],
+                     "metadata": {**meta, "generation": {"generator": "reference", "source": str(holdout)}}})
+        if len(rows) >= limit:
+            break
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+
+
+def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
+    eval_dir = (Path(experiment) / "evaluation-reference") if experiment else REFERENCE_DIR / "evaluation"
+    samples = eval_dir / "generated.jsonl"
+    stages = [
+        corpus_stage(holdout),
+        Stage("reference-samples", action=lambda: write_reference_samples(holdout, samples, limit), needs=["corpus"],
+              check_output=samples),
+        Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
+              done=_reuse_file(eval_dir / "summary.json", newer_than=samples) if experiment else _never(),
+              needs=["reference-samples"], check_output=eval_dir / "summary.json",
+              progress=lines_progress([eval_dir / "samples.jsonl"], limit)),
+    ]
+    return Plan("reference", None, None, eval_dir, samples, None, holdout, stages)
+
+
+# ---------------------------------------------------------------- running
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def run_stage(stage: Stage, log: Path, on_tick: Callable[[], None] = lambda: None, poll_s: float = 0.5) -> StageResult:
+    started = time.monotonic()
+    shown = " ".join(stage.command) if stage.command else f"(in-process) {stage.name}"
+    if stage.action is not None:
+        try:
+            stage.action()
+        except Exception as exc:  # noqa: BLE001 (a failed stage is recorded, not raised)
+            return StageResult(stage.name, "failed", time.monotonic() - started, shown, f"{type(exc).__name__}: {exc}")
+        return StageResult(stage.name, "ran", time.monotonic() - started, shown)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(stage.command, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            while proc.poll() is None:
+                on_tick()
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=30)
+            raise
+    seconds = time.monotonic() - started
+    if proc.returncode not in stage.ok_codes:
+        return StageResult(stage.name, "failed", seconds, shown, f"exit {proc.returncode}: {_last_line(log)}", str(log))
+    if stage.check_output is not None and not stage.check_output.exists():
+        return StageResult(stage.name, "failed", seconds, shown, f"exit {proc.returncode} but {stage.check_output} was not written", str(log))
+    return StageResult(stage.name, "ran", seconds, shown, f"exit {proc.returncode}", str(log))
+
+
+def run_stages(stages: list[Stage], log_dir: Path, console: Console | None = None) -> list[StageResult]:
+    """Run (or reuse) each stage in order; a failure skips the stages that need it."""
+    console = console or Console(stderr=True)
+    results: dict[str, StageResult] = {}
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        for stage in stages:
+            blocked = [n for n in stage.needs if n in results and results[n].status in ("failed", "skipped")]
+            if blocked:
+                results[stage.name] = StageResult(stage.name, "skipped", 0.0, "", f"needs stage {blocked[0]}, which {results[blocked[0]].status}")
+                console.print(f"[yellow]skip[/] {stage.name}: {results[stage.name].reason}")
+                continue
+            reuse = stage.done() if stage.done else None
+            if reuse:
+                results[stage.name] = StageResult(stage.name, "reused", 0.0, "", reuse)
+                console.print(f"[cyan]reuse[/] {stage.name}: {reuse}")
+                continue
+            task = bar.add_task(stage.name, total=None)
+
+            def tick(task=task, stage=stage):
+                got = stage.progress() if stage.progress else None
+                if got:
+                    bar.update(task, completed=got[0], total=max(got[1], 1))
+
+            result = run_stage(stage, log_dir / f"{stage.name}.log", tick)
+            if result.status == "ran" and not stage.progress:
+                bar.update(task, completed=1, total=1)
+            bar.stop_task(task)
+            results[stage.name] = result
+            style = "green" if result.status == "ran" else "red"
+            console.print(f"[{style}]{result.status}[/] {stage.name} in {result.seconds:.1f} s {result.reason}")
+    return list(results.values())

@@ -1,0 +1,406 @@
+"""The 100-point Popperian rubric: 26 items in 7 categories, grades and the P-GATE gates.
+
+Scoring is pure: `score(Evidence) -> dict` reads only the evidence it is given (files are
+read by `falsify.evidence`). Every item is all-or-nothing: it earns its full points when
+its measured value meets the stated threshold and no falsifier behind it failed; it scores
+0 when the value misses ("failed") or when its evidence was not gathered ("not run", with
+the reason). No item is ever scored from a constant: a missing value is "not run".
+
+Rates come from the evaluator's summary.json (fractions in [0, 1]). Thresholds for rates
+are the seeds' targets where they state one (compile 0.90, pass 0.85, mutation 0.70) and
+documented choices otherwise (see each item's `threshold`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+RUBRIC_VERSION = "1.0"
+
+CATEGORIES = OrderedDict([
+    ("Reproducibility", 20), ("Compilation", 20), ("Correctness", 20), ("Coverage", 15),
+    ("Efficiency", 10), ("Edge cases", 10), ("Documentation", 5),
+])
+
+# Fields every evaluator summary.json must carry (a missing one is a user-facing error).
+SUMMARY_FIELDS = (
+    "n", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "branch_coverage_delta",
+    "bleu4", "codebleu", "trivial_assertion_rate", "parse_rate", "clippy_clean_rate", "link_rate",
+    "descriptive_name_rate", "comment_rate", "proptest_strategy_rate", "category_counts",
+    "category_pass_counts", "seconds_median",
+)
+
+VRAM_LIMIT_MB = 8 * 1024  # "8 GB" read as 8 GiB, as nvidia-smi reports memory
+TRAINING_LIMIT_S = 4 * 3600
+GENERATION_LIMIT_S = 1.0
+CATEGORY_PASS_TARGET = 0.85  # edge-case items: same bar as the overall pass rate
+
+
+@dataclass
+class Evidence:
+    """What the scorer may read. A source that is None has its reason in `missing`."""
+
+    summary: dict | None = None          # evaluator summary.json
+    experiment: dict | None = None       # run A: metrics, loss/eval curves, lock, adapter sha256, vram
+    repeat: dict | None = None           # run B (same seed), same shape
+    generation: dict | None = None       # <samples>.summary.json of the generation stage
+    falsifiers: list[dict] | None = None  # items of the plugin's --falsify-results JSON
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def why_missing(self, source: str) -> str:
+        return self.missing.get(source, f"no {source} evidence was gathered")
+
+
+@dataclass
+class Verdict:
+    status: str  # "passed" | "failed" | "not run"
+    evidence: dict
+    reason: str
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    category: str
+    points: int
+    title: str
+    threshold: str
+    source: str
+    judge: Callable[[Evidence], Verdict] = field(repr=False, compare=False)
+
+
+def not_run(reason: str, **evidence) -> Verdict:
+    return Verdict("not run", evidence, reason)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- judges: evaluator rates
+
+def _summary_value(ev: Evidence, key: str):
+    """(value, None) or (None, not-run verdict) when the summary is absent or empty."""
+    if ev.summary is None:
+        return None, not_run(ev.why_missing("summary"))
+    if not ev.summary.get("n"):
+        return None, not_run("the evaluator evaluated 0 samples", n=ev.summary.get("n"))
+    value = ev.summary[key]
+    if value is None:
+        return None, not_run(f"the evaluator reported no {key} (no applicable samples)", n=ev.summary["n"])
+    return value, None
+
+
+def rate(key: str, op: str, target: float) -> Callable[[Evidence], Verdict]:
+    """Judge: summary[key] compared with target (op is '>=' or '<=')."""
+    compare = {">=": operator.ge, "<=": operator.le}[op]
+
+    def judge(ev: Evidence) -> Verdict:
+        value, skipped = _summary_value(ev, key)
+        if skipped:
+            return skipped
+        ok = compare(value, target)
+        return Verdict("passed" if ok else "failed", {key: value, "n": ev.summary["n"]},
+                       f"{key} = {_fmt(value)}, needs {op} {target}")
+    return judge
+
+
+def optional_rate(key: str, op: str, target: float, what: str) -> Callable[[Evidence], Verdict]:
+    """Like `rate` for a field the evaluator may not report yet: absent means "not run"."""
+    inner = rate(key, op, target)
+
+    def judge(ev: Evidence) -> Verdict:
+        if ev.summary is not None and key not in ev.summary:
+            return not_run(f"the evaluator summary has no '{key}' field ({what})")
+        return inner(ev)
+    return judge
+
+
+def category(cat: str) -> Callable[[Evidence], Verdict]:
+    """Edge-case item: share of the category's samples that compile and pass."""
+    def judge(ev: Evidence) -> Verdict:
+        counts, skipped = _summary_value(ev, "category_counts")
+        if skipped:
+            return skipped
+        total = int(counts.get(cat, 0) or 0)
+        passed = int((ev.summary["category_pass_counts"] or {}).get(cat, 0) or 0)
+        if total == 0:
+            return not_run(f"no evaluated sample is in category {cat}", samples=0)
+        share = passed / total
+        ok = share >= CATEGORY_PASS_TARGET
+        return Verdict("passed" if ok else "failed", {"samples": total, "passing": passed, "pass_share": share},
+                       f"{passed}/{total} {cat} samples compile and pass ({share:.3f}), needs >= {CATEGORY_PASS_TARGET}")
+    return judge
+
+
+# ---------------------------------------------------------------- judges: the two training runs
+
+def _both_runs(ev: Evidence) -> Verdict | None:
+    if ev.experiment is None:
+        return not_run(ev.why_missing("experiment"))
+    if ev.repeat is None:
+        return not_run(ev.why_missing("repeat"))
+    return None
+
+
+def _curve_verdict(a: list, b: list, name: str) -> Verdict:
+    if not a or not b:
+        return not_run(f"a run recorded no {name} (steps A={len(a)}, B={len(b)})")
+    diffs = [abs(x[1] - y[1]) for x, y in zip(a, b) if x[0] == y[0]]
+    same_steps = [x[0] for x in a] == [y[0] for y in b]
+    max_diff = max(diffs) if diffs else None
+    ok = same_steps and max_diff == 0.0
+    evidence = {"points_a": len(a), "points_b": len(b), "same_steps": same_steps, "max_abs_diff": max_diff}
+    reason = (f"{name}s identical over {len(a)} points" if ok else
+              f"{name}s differ: same steps {same_steps}, max |diff| {max_diff}")
+    return Verdict("passed" if ok else "failed", evidence, reason + " (needs bit-identical)")
+
+
+def same_loss_curve(ev: Evidence) -> Verdict:
+    return _both_runs(ev) or _curve_verdict(ev.experiment["loss_curve"], ev.repeat["loss_curve"], "training loss curve")
+
+
+def same_final_weights(ev: Evidence) -> Verdict:
+    skipped = _both_runs(ev)
+    if skipped:
+        return skipped
+    a, b = ev.experiment.get("adapter_sha256"), ev.repeat.get("adapter_sha256")
+    if a is None or b is None:
+        return not_run(f"a run has no best adapter (sha256 A={a}, B={b})")
+    ok = a == b
+    return Verdict("passed" if ok else "failed", {"adapter_sha256_a": a, "adapter_sha256_b": b},
+                   "adapter bytes identical" if ok else "adapter bytes differ between the same-seed runs")
+
+
+def same_eval_metrics(ev: Evidence) -> Verdict:
+    skipped = _both_runs(ev)
+    if skipped:
+        return skipped
+    verdict = _curve_verdict(ev.experiment["eval_curve"], ev.repeat["eval_curve"], "validation loss curve")
+    fa, fb = ev.experiment["metrics"].get("final_val_loss"), ev.repeat["metrics"].get("final_val_loss")
+    verdict.evidence.update(final_val_loss_a=fa, final_val_loss_b=fb)
+    if verdict.status == "passed" and fa != fb:
+        return Verdict("failed", verdict.evidence, f"final validation loss differs: {fa} vs {fb}")
+    return verdict
+
+
+LOCK_VERSIONS = ("python", "torch", "transformers", "peft", "bitsandbytes", "rustc")
+
+
+def environment_locked(ev: Evidence) -> Verdict:
+    """The lock names every version, the device, the seed and sha256s, and its adapter hash is true."""
+    if ev.experiment is None:
+        return not_run(ev.why_missing("experiment"))
+    lock = ev.experiment.get("lock")
+    if lock is None:
+        return Verdict("failed", {}, "reproducibility.lock is missing")
+    versions = lock.get("versions") or {}
+    gaps = [f"versions.{k}" for k in LOCK_VERSIONS if not versions.get(k)]
+    gaps += [k for k in ("device", "seed", "config_sha256", "final_adapter_sha256") if lock.get(k) in (None, "")]
+    datasets = lock.get("datasets") or {}
+    if not datasets or any(v is None for v in datasets.values()):
+        gaps.append("datasets (sha256 of each file)")
+    recorded, actual = lock.get("final_adapter_sha256"), ev.experiment.get("final_adapter_sha256")
+    evidence = {"missing_fields": gaps, "lock_adapter_sha256": recorded, "final_adapter_sha256_on_disk": actual}
+    if gaps:
+        return Verdict("failed", evidence, f"reproducibility.lock lacks: {', '.join(gaps)}")
+    if recorded != actual:
+        return Verdict("failed", evidence, "the lock's final_adapter_sha256 does not match the checkpoint on disk")
+    return Verdict("passed", evidence, "lock names versions, device, seed and sha256s; adapter hash matches the disk")
+
+
+# ---------------------------------------------------------------- judges: efficiency
+
+def peak_vram(ev: Evidence) -> Verdict:
+    if ev.experiment is None:
+        return not_run(ev.why_missing("experiment"))
+    device = str(ev.experiment["metrics"].get("device", ""))
+    if not device.startswith("cuda"):
+        return not_run(f"training ran on {device or 'an unknown device'}; peak VRAM needs CUDA", device=device)
+    peak = ev.experiment.get("peak_vram_mb")
+    if peak is None:
+        return not_run("the run recorded no VRAM samples", device=device)
+    ok = peak < VRAM_LIMIT_MB
+    return Verdict("passed" if ok else "failed", {"peak_vram_mb": peak, "device": device},
+                   f"peak VRAM {peak:.0f} MiB, needs < {VRAM_LIMIT_MB} MiB")
+
+
+def training_time(ev: Evidence) -> Verdict:
+    if ev.experiment is None:
+        return not_run(ev.why_missing("experiment"))
+    m = ev.experiment["metrics"]
+    seconds, status = m.get("train_seconds"), m.get("status")
+    if seconds is None:
+        return not_run("metrics.json has no train_seconds")
+    ok = status == "finished" and seconds < TRAINING_LIMIT_S
+    return Verdict("passed" if ok else "failed", {"train_seconds": seconds, "status": status},
+                   f"training {status} in {seconds:.0f} s, needs to finish in < {TRAINING_LIMIT_S} s")
+
+
+def generation_time(ev: Evidence) -> Verdict:
+    if ev.generation is None:
+        return not_run(ev.why_missing("generation"))
+    median = ev.generation.get("median_seconds_per_function")
+    if median is None:
+        return not_run("the generation summary has no median_seconds_per_function (0 functions?)")
+    ok = median < GENERATION_LIMIT_S
+    return Verdict("passed" if ok else "failed",
+                   {"median_seconds_per_function": median, "functions": ev.generation.get("functions"),
+                    "tokens_per_s": ev.generation.get("tokens_per_s")},
+                   f"median {median:.3f} s per function, needs < {GENERATION_LIMIT_S} s")
+
+
+# ---------------------------------------------------------------- the items
+
+def _items() -> OrderedDict[str, Item]:
+    S = "evaluator summary.json"
+    rows = [
+        ("r1_same_loss_curve", "Reproducibility", 5, "same training loss curve",
+         "two same-seed runs log bit-identical training losses at every step",
+         "metrics.sqlite steps table of both runs", same_loss_curve),
+        ("r2_same_final_weights", "Reproducibility", 5, "same final weights",
+         "sha256 of checkpoints/best/*.safetensors identical across the two runs",
+         "checkpoints/best of both runs", same_final_weights),
+        ("r3_same_eval_metrics", "Reproducibility", 5, "same eval metrics",
+         "bit-identical validation loss curve and final validation loss across the two runs",
+         "metrics.sqlite evals table + metrics.json of both runs", same_eval_metrics),
+        ("r4_environment_locked", "Reproducibility", 5, "environment locked",
+         "reproducibility.lock has python/torch/transformers/peft/bitsandbytes/rustc versions, device, seed, "
+         "config+dataset+adapter sha256, and the adapter hash matches the disk",
+         "reproducibility.lock", environment_locked),
+        ("c1_parses", "Compilation", 5, "parses", "parse_rate >= 0.95", f"{S}: parse_rate", rate("parse_rate", ">=", 0.95)),
+        ("c2_type_checks", "Compilation", 5, "type-checks", "compile_rate >= 0.90", f"{S}: compile_rate",
+         rate("compile_rate", ">=", 0.90)),
+        ("c3_no_clippy_warnings", "Compilation", 5, "no clippy warnings", "clippy_clean_rate >= 0.80",
+         f"{S}: clippy_clean_rate", rate("clippy_clean_rate", ">=", 0.80)),
+        ("c4_links", "Compilation", 5, "links against the target", "link_rate >= 0.90", f"{S}: link_rate",
+         rate("link_rate", ">=", 0.90)),
+        ("x1_pass_original", "Correctness", 5, "pass on the original", "pass_rate >= 0.85", f"{S}: pass_rate",
+         rate("pass_rate", ">=", 0.85)),
+        ("x2_fail_mutants", "Correctness", 5, "fail on mutants", "mutation_score >= 0.70", f"{S}: mutation_score",
+         rate("mutation_score", ">=", 0.70)),
+        ("x3_assertions_meaningful", "Correctness", 5, "assertions meaningful",
+         "trivial_assertion_rate <= 0.05 (samples with no assertion or only trivial ones)",
+         f"{S}: trivial_assertion_rate", rate("trivial_assertion_rate", "<=", 0.05)),
+        ("x4_no_tautologies", "Correctness", 5, "no tautologies",
+         "tautology_rate <= 0.0 (no sample asserts assert_eq!(x, x) or assert!(true))", f"{S}: tautology_rate",
+         optional_rate("tautology_rate", "<=", 0.0, "tautologies are not reported apart from trivial assertions")),
+        ("v1_branch_coverage_delta", "Coverage", 5, "branch coverage delta", "branch_coverage_delta >= 0.05 (+5 points)",
+         f"{S}: branch_coverage_delta", rate("branch_coverage_delta", ">=", 0.05)),
+        ("v2_line_coverage_delta", "Coverage", 5, "line coverage delta", "line_coverage_delta >= 0.10 (+10 points)",
+         f"{S}: line_coverage_delta", rate("line_coverage_delta", ">=", 0.10)),
+        ("v3_edge_cases_present", "Coverage", 5, "edge cases present",
+         "edge_case_rate >= 0.50 (samples whose tests try empty/zero/MIN/MAX/None inputs)", f"{S}: edge_case_rate",
+         optional_rate("edge_case_rate", ">=", 0.50, "boundary-value tests are not reported")),
+        ("e1_peak_vram", "Efficiency", 3, "peak VRAM < 8 GB", f"peak VRAM < {VRAM_LIMIT_MB} MiB during training (CUDA only)",
+         "metrics.sqlite hardware table (NVML)", peak_vram),
+        ("e2_training_time", "Efficiency", 4, "training < 4 h", f"status finished and train_seconds < {TRAINING_LIMIT_S}",
+         "metrics.json: status, train_seconds", training_time),
+        ("e3_generation_time", "Efficiency", 3, "generation < 1 s per function",
+         f"median_seconds_per_function < {GENERATION_LIMIT_S}", "generation <samples>.summary.json", generation_time),
+    ]
+    for iid, cat, title in (("g1_generics", "has_generics", "generic functions"),
+                            ("g2_lifetimes", "has_lifetimes", "lifetime annotations"),
+                            ("g3_async", "is_async", "async functions"),
+                            ("g4_unsafe", "has_unsafe", "unsafe code"),
+                            ("g5_macros", "uses_macros", "macro-heavy code")):
+        rows.append((iid, "Edge cases", 2, title,
+                     f"among samples in category {cat}: share that compile and pass >= {CATEGORY_PASS_TARGET}",
+                     f"{S}: category_counts/category_pass_counts[{cat}]", category(cat)))
+    rows += [
+        ("d1_test_names", "Documentation", 2, "descriptive test names", "descriptive_name_rate >= 0.80",
+         f"{S}: descriptive_name_rate", rate("descriptive_name_rate", ">=", 0.80)),
+        ("d2_comments", "Documentation", 2, "comments present", "comment_rate >= 0.50", f"{S}: comment_rate",
+         rate("comment_rate", ">=", 0.50)),
+        ("d3_proptest_strategy_names", "Documentation", 1, "clear proptest strategy names",
+         "proptest_strategy_rate >= 0.80 (among samples with proptest blocks)", f"{S}: proptest_strategy_rate",
+         rate("proptest_strategy_rate", ">=", 0.80)),
+    ]
+    return OrderedDict((r[0], Item(*r)) for r in rows)
+
+
+ITEMS: OrderedDict[str, Item] = _items()
+
+GATES = OrderedDict([
+    ("P-GATE-001", "total score >= 90 (else the adapter is rejected)"),
+    ("P-GATE-002", "compile rate >= 0.90"),
+    ("P-GATE-003", "mutation score >= 0.70"),
+    ("P-GATE-004", f"peak VRAM <= {VRAM_LIMIT_MB} MiB"),
+])
+
+
+def grade(total: float) -> str:
+    for floor, letter in ((95, "A+"), (90, "A"), (85, "B+"), (80, "B"), (70, "C")):
+        if total >= floor:
+            return letter
+    return "F"
+
+
+def _falsifiers_behind(item_id: str, falsifiers: list[dict] | None) -> list[dict]:
+    out = []
+    for f in falsifiers or []:
+        if item_id in (f.get("rubric") or []):
+            status = {"passed": "passed", "failed": "failed", "error": "failed"}.get(f.get("outcome"), "not run")
+            out.append({"nodeid": f.get("nodeid"), "falsifier": f.get("falsifier"), "tier": f.get("tier"),
+                        "outcome": f.get("outcome"), "status": status, "reason": (f.get("reason") or "")[:500]})
+    return out
+
+
+def judge_item(item: Item, ev: Evidence) -> dict:
+    """One scored item: its own evidence, overruled by any failed falsifier behind it."""
+    verdict = item.judge(ev)
+    behind = _falsifiers_behind(item.id, ev.falsifiers)
+    refuted = [f["nodeid"] for f in behind if f["status"] == "failed"]
+    status, reason = verdict.status, verdict.reason
+    if refuted:
+        status, reason = "failed", f"falsifier(s) failed: {', '.join(refuted)}; {reason}"
+    return {"id": item.id, "category": item.category, "title": item.title, "points": item.points if status == "passed" else 0,
+            "max": item.points, "threshold": item.threshold, "source": item.source, "status": status,
+            "evidence": verdict.evidence, "falsifiers": behind, "reason": reason}
+
+
+def _gates(total: int, items: dict[str, dict], ev: Evidence) -> list[dict]:
+    def gate(gid, status, value, reason):
+        return {"id": gid, "requirement": GATES[gid], "status": status, "value": value, "reason": reason}
+
+    out = [gate("P-GATE-001", "passed" if total >= 90 else "failed", total,
+                f"total {total} {'>=' if total >= 90 else '<'} 90")]
+    for gid, key, target in (("P-GATE-002", "compile_rate", 0.90), ("P-GATE-003", "mutation_score", 0.70)):
+        value, skipped = _summary_value(ev, key)
+        if skipped:
+            out.append(gate(gid, "not run", None, skipped.reason))
+        else:
+            out.append(gate(gid, "passed" if value >= target else "failed", value, f"{key} = {_fmt(value)}, needs >= {target}"))
+    vram = items["e1_peak_vram"]
+    if vram["status"] == "not run":
+        out.append(gate("P-GATE-004", "not run", None, vram["reason"]))
+    else:
+        peak = vram["evidence"]["peak_vram_mb"]
+        out.append(gate("P-GATE-004", "passed" if peak <= VRAM_LIMIT_MB else "failed", peak,
+                        f"peak VRAM {peak:.0f} MiB, needs <= {VRAM_LIMIT_MB} MiB"))
+    return out
+
+
+def score(ev: Evidence) -> dict:
+    """The scored rubric: items, per-category sums, total, grade and gates."""
+    items = OrderedDict((iid, judge_item(item, ev)) for iid, item in ITEMS.items())
+    total = sum(i["points"] for i in items.values())
+    categories = OrderedDict((c, {"points": sum(i["points"] for i in items.values() if i["category"] == c), "max": m})
+                             for c, m in CATEGORIES.items())
+    counts = {s: sum(1 for i in items.values() if i["status"] == s) for s in ("passed", "failed", "not run")}
+    return {"rubric_version": RUBRIC_VERSION, "total": total, "max_total": sum(CATEGORIES.values()), "grade": grade(total),
+            "counts": counts, "categories": categories, "gates": _gates(total, items, ev), "items": list(items.values())}
+
+
+def _check_table() -> None:
+    """The table above must add up to the rubric's category maxima (a typo would skew every score)."""
+    for cat, maximum in CATEGORIES.items():
+        got = sum(i.points for i in ITEMS.values() if i.category == cat)
+        if got != maximum:
+            raise AssertionError(f"rubric category {cat}: items sum to {got}, expected {maximum}")
+
+
+_check_table()

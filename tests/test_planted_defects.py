@@ -1,0 +1,395 @@
+"""Every check must FAIL when the defect it exists to catch is planted.
+
+Each case names a check, its params, the defect, and a `plant(monkeypatch)` that injects
+it with a monkeypatch of the trainer (or of a library the trainer relies on): small and
+explicit, never a second copy of the trainer. CASES doubles as the table
+check -> planted defect -> caught that the README shows.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from falsify.checks import CHECKS, fixtures, runs
+
+
+def _wrap(monkeypatch, target, name, make):
+    original = getattr(target, name)
+    monkeypatch.setattr(target, name, make(original))
+
+
+# ------------------------------------------------------------------ the defects
+
+
+def shape_drift(mp):
+    import trainer.models as models
+
+    mp.setitem(models.PRESETS["qwen2.5-0.5b"], "shape", {**models.PRESETS["qwen2.5-0.5b"]["shape"], "intermediate_size": 4096})
+
+
+def lora_misses_mlp(mp):
+    import trainer.config as config
+
+    mp.setattr(config, "LORA_TARGETS", ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def nf4_small_blocks(mp):
+    import falsify.checks.shapes as shapes
+
+    _wrap(mp, shapes, "nf4_bytes", lambda f: lambda n, blocksize=64: f(n, blocksize=8))
+
+
+def quantization_skips_linears(mp):
+    import trainer.models as models
+
+    def make(original):
+        def config(device):
+            q = original(device)
+            q.llm_int8_skip_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
+            return q
+        return config
+    _wrap(mp, models, "quantization_config", make)
+
+
+def bidirectional_attention(mp):
+    import transformers.models.qwen2.modeling_qwen2 as qwen2
+
+    mp.setattr(qwen2, "create_causal_mask", lambda **kw: None)
+    _wrap(mp, qwen2.Qwen2Attention, "__init__", lambda init: lambda self, *a, **k: (init(self, *a, **k), setattr(self, "is_causal", False))[0])
+
+
+def rmsnorm_wrong_statistic(mp):
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    mp.setattr(Qwen2RMSNorm, "forward", lambda self, x: self.weight * x / (x.abs().mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def head_layout_mismatch(mp):
+    import trainer.models as models
+
+    mp.setitem(models.PRESETS["tiny"], "shape", {**models.PRESETS["tiny"]["shape"], "head_dim": 16})
+
+
+def lora_b_nonzero_init(mp):
+    import trainer.models as models
+
+    def make(apply):
+        def apply_lora(model, lora):
+            wrapped = apply(model, lora)
+            with torch.no_grad():
+                for name, p in wrapped.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.02)
+            return wrapped
+        return apply_lora
+    _wrap(mp, models, "apply_lora", make)
+
+
+def base_not_frozen(mp):
+    import trainer.models as models
+
+    _wrap(mp, models, "apply_lora", lambda apply: lambda model, lora: apply(model, lora).requires_grad_(True))
+
+
+def one_layer_detached(mp):
+    import trainer.models as models
+
+    def make(apply):
+        def apply_lora(model, lora):
+            wrapped = apply(model, lora)
+            for name, p in wrapped.named_parameters():
+                if "layers.2.mlp.up_proj.lora_A" in name:
+                    p.requires_grad_(False)
+            return wrapped
+        return apply_lora
+    _wrap(mp, models, "apply_lora", make)
+
+
+def merge_double_scaling(mp):
+    from peft.tuners.lora import layer
+
+    _wrap(mp, layer.Linear, "get_delta_weight", lambda f: lambda self, adapter: 2 * f(self, adapter))
+
+
+def loss_overflows(mp):
+    import trainer.train as loop
+
+    _wrap(mp, loop, "token_loss_sum", lambda f: lambda logits, labels: f(logits * 1e38, labels))
+
+
+def init_scale_too_large(mp):
+    import trainer.models as models
+
+    mp.setitem(models.PRESETS["tiny"], "shape", {**models.PRESETS["tiny"]["shape"], "initializer_range": 1.0})
+
+
+def loss_mean_per_micro_batch(mp):
+    import trainer.train as loop
+    from trainer.data import count_label_tokens
+
+    _wrap(mp, loop, "forward_loss_sum", lambda f: lambda model, batch, device: f(model, batch, device) / count_label_tokens(batch))
+
+
+def padding_labelled(mp):
+    import trainer.data as data
+
+    def make(collate):
+        def padded(examples, pad_id):
+            out = collate(examples, pad_id)
+            out["labels"] = torch.where(out["attention_mask"] == 0, out["input_ids"], out["labels"])
+            return out
+        return padded
+    _wrap(mp, data, "collate", make)
+
+
+def labels_from_pad_shortcut(mp):
+    import trainer.data as data
+
+    def classic(tokenizer, function_code, tests, max_seq_len):
+        ids = tokenizer.encode(data.render_prompt(function_code) + tests + data.IM_END, add_special_tokens=False)[:max_seq_len]
+        return data.Example(ids, [data.IGNORE if i == tokenizer.pad_token_id else i for i in ids])
+    mp.setattr(data, "encode_chat", classic)
+
+
+def masked_batch_counts_one(mp):
+    import trainer.train as loop
+
+    _wrap(mp, loop, "count_label_tokens", lambda f: lambda batch: max(1, f(batch)))
+
+
+def eval_reads_train_buffer(mp):
+    import trainer.train as loop
+
+    last = {}
+
+    def make(f):
+        def forward(model, batch, device):
+            if torch.is_grad_enabled():
+                last["loss"] = f(model, batch, device)
+                return last["loss"]
+            return last["loss"].detach() / 1500 if last else f(model, batch, device)
+        return forward
+    _wrap(mp, loop, "forward_loss_sum", make)
+
+
+def dropout_left_on(mp):
+    mp.setattr(torch.nn.Module, "eval", lambda self: self)
+
+
+def loader_falls_back_to_random(mp):
+    import trainer.models as models
+    from transformers import AutoModelForCausalLM
+
+    from trainer.errors import TrainerError
+
+    def make(load):
+        def lenient(path, **kwargs):
+            try:
+                return load(path, **kwargs)
+            except TrainerError:  # "could not load: start from scratch" -- the seeds' silent random init
+                return AutoModelForCausalLM.from_config(fixtures.tiny_config())
+        return lenient
+    _wrap(mp, models, "load_pretrained", make)
+
+
+def cuda_quietly_cpu(mp):
+    import trainer.runtime as runtime
+
+    mp.setattr(runtime, "resolve_device", lambda requested: (torch.device("cpu"), None))
+
+
+def init_pair_unchecked(mp):
+    import trainer.config as config
+
+    mp.setattr(config, "validate", lambda cfg, source="<config>": None)
+
+
+def encoder_accepted(mp):
+    import trainer.models as models
+
+    mp.setattr(models, "check_decoder_only", lambda arch, where: None)
+
+
+def vocab_unchecked(mp):
+    import trainer.models as models
+
+    mp.setattr(models, "check_vocab", lambda *a: None)
+
+
+def rules_silent(mp):
+    import trainer.hparams as hparams
+
+    _wrap(mp, hparams, "diagnose", lambda f: lambda cfg, **kw: [type(x)(x.rule, "ok", x.message) for x in f(cfg, **kw)])
+
+
+def unseeded_data_order(mp):
+    import time
+
+    import trainer.data as data
+
+    mp.setattr(data, "epoch_order", lambda n, seed, epoch: torch.randperm(n, generator=torch.Generator().manual_seed(time.time_ns() % 2**31)).tolist())
+
+
+def resume_skips_rng(mp):
+    import trainer.train as loop
+
+    mp.setattr(loop, "set_rng_state", lambda state: None)
+
+
+def checkpoint_drops_lora_b(mp):
+    import peft.peft_model as peft_model
+
+    _wrap(mp, peft_model, "get_peft_model_state_dict",
+          lambda f: lambda *a, **k: {n: t for n, t in f(*a, **k).items() if not ("layers.0." in n and "lora_B" in n)})
+
+
+def learning_rate_zero(mp):
+    import trainer.train as loop
+
+    mp.setattr(loop, "cosine_schedule", lambda total, warmup, floor: lambda step: 0.0)
+
+
+def init_weights_randomised(mp):
+    import trainer.models as models
+
+    def make(load):
+        def load_then_reinit(path, **kwargs):
+            model = load(path, **kwargs)
+            generator = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.dim() >= 2:
+                        p.normal_(0, 0.02, generator=generator)
+            return model
+        return load_then_reinit
+    _wrap(mp, models, "load_pretrained", make)
+
+
+def guard_swallowed(mp):
+    import trainer.train as loop
+    from trainer.errors import AndonStop
+
+    def make(step_fn):
+        def lenient(*args, **kwargs):
+            try:
+                return step_fn(*args, **kwargs)
+            except AndonStop:
+                for group in args[1].param_groups:
+                    for p in group["params"]:
+                        p.grad = None
+                return float("nan"), float("nan")
+        return lenient
+    _wrap(mp, loop, "train_step", make)
+
+
+def base_unquantized(mp):
+    import trainer.models as models
+
+    _wrap(mp, models, "load_pretrained", lambda load: lambda path, **kw: load(path, dtype=torch.float32, device_map={"": 0}))
+
+
+def loss_in_bf16(mp):
+    import trainer.train as loop
+
+    _wrap(mp, loop, "token_loss_sum", lambda f: lambda logits, labels: f(logits.to(torch.float16).to(torch.bfloat16) * 1.1, labels))
+
+
+def cuda_run_on_cpu(mp):
+    import trainer.runtime as runtime
+
+    mp.setattr(runtime, "resolve_device", lambda requested: (torch.device("cpu"), None))
+
+
+def synchronize_every_layer(mp):
+    import trainer.train as loop
+
+    def make(f):
+        def slow(*args, **kwargs):
+            time.sleep(2.0)  # a stall per step, as a host sync or copy would add
+            return f(*args, **kwargs)
+        return slow
+    _wrap(mp, loop, "forward_loss_sum", make)
+
+
+GPU_CASES = [
+    ("vram_ceiling", {}, "QLoRA base loaded unquantized in fp32", base_unquantized),
+    ("cuda_cpu_forward_parity", {}, "loss computed on scaled low-precision logits", loss_in_bf16),
+    ("cuda_cpu_loss_curve_parity", {"steps": 4}, "loss scaled on the CUDA path", loss_in_bf16),
+    ("throughput_floor", {"steps": 2}, "a 2-second stall per step", synchronize_every_layer),
+]
+
+# check, params, defect, plant, slow
+CASES = [
+    ("parameter_count", dict(preset="qwen2.5-0.5b", expected_total=494032768, lora_rank=16, expected_trainable=8798208,
+                             fraction_min=0.0175, fraction_max=0.018), "0.5B preset shape drifted (intermediate 4096)", shape_drift, False),
+    ("parameter_count", dict(preset="qwen2.5-0.5b", expected_total=494032768, lora_rank=16, expected_trainable=8798208,
+                             fraction_min=0.0175, fraction_max=0.018), "LoRA targets only attention (4 of 7 projections)", lora_misses_mlp, False),
+    ("qlora_storage_reduction", dict(preset="qwen2.5-0.5b"), "NF4 stored with 8-value blocks (4x absmax overhead)", nf4_small_blocks, False),
+    ("qlora_storage_reduction", dict(preset="tiny"), "quantization config skips every linear layer", quantization_skips_linears, True),
+    ("causal_masking", {}, "bidirectional attention (no causal mask)", bidirectional_attention, False),
+    ("rmsnorm_properties", {"max_examples": 10}, "RMSNorm divides by mean |x| instead of RMS", rmsnorm_wrong_statistic, False),
+    ("attention_shapes", {"max_examples": 5}, "projections sized for head_dim 16, not hidden/heads", head_layout_mismatch, False),
+    ("lora_identity_at_step0", {"mode": "lora"}, "LoRA B initialised non-zero", lora_b_nonzero_init, False),
+    ("one_step_changes_only_adapters", {"mode": "lora"}, "base weights left trainable", base_not_frozen, False),
+    ("gradient_flow", {"mode": "lora"}, "one adapted layer detached from the graph", one_layer_detached, False),
+    ("merge_fidelity", {}, "merge applies the LoRA delta twice", merge_double_scaling, False),
+    ("finite_loss", {"mode": "lora"}, "logits overflow (x1e38) before the loss", loss_overflows, False),
+    ("step0_loss_random_init", {}, "init std 1.0 instead of 0.02", init_scale_too_large, False),
+    ("grad_accum_equivalence", {}, "loss averaged per micro-batch instead of per window label token", loss_mean_per_micro_batch, False),
+    ("padding_invariance", {}, "padding positions carry labels", padding_labelled, False),
+    ("label_masking", {"pad_equals_eos": True}, "labels = input_ids masked where == pad (classic shortcut)", labels_from_pad_shortcut, False),
+    ("all_masked_batch_is_error", {}, "an all-masked window counted as one label token", masked_batch_counts_one, False),
+    ("eval_not_polluted", {}, "eval reads the training step's loss buffer", eval_reads_train_buffer, False),
+    ("eval_deterministic", {}, "dropout left on in eval (eval() is a no-op)", dropout_left_on, False),
+    ("no_silent_random_init", {}, "loader falls back to random init", loader_falls_back_to_random, False),
+    ("no_silent_cpu_fallback", {}, "a 'cuda' run quietly uses the CPU", cuda_quietly_cpu, False),
+    ("init_args_paired", {}, "config validation skipped (half init pair accepted)", init_pair_unchecked, False),
+    ("encoder_rejected", {"model_type": "bert"}, "encoder accepted for causal pretraining", encoder_accepted, False),
+    ("vocab_preflight", {}, "vocab check removed (mismatch found only after allocating)", vocab_unchecked, False),
+    ("hyperparameter_rule", dict(rule="C-HP-003", expect="warn", overrides={"lora.alpha": 16, "lora.rank": 16}),
+     "diagnostics report every rule as ok", rules_silent, False),
+    ("same_seed_identical", {"mode": "lora", "steps": 4}, "data order seeded from the clock", unseeded_data_order, True),
+    ("exact_resume", {"mode": "lora", "steps": 12, "kill_after_step": 5}, "resume does not restore RNG states", resume_skips_rng, True),
+    ("best_checkpoint_reloads", {"mode": "lora", "steps": 4}, "checkpoint drops layer-0 LoRA B tensors", checkpoint_drops_lora_b, True),
+    ("validation_loss_falls", {"mode": "lora", "steps": 4}, "learning rate schedule stuck at zero", learning_rate_zero, True),
+    ("step0_loss_from_init", {"warm_steps": 20}, "init weights silently re-randomised after loading", init_weights_randomised, True),
+    ("andon_stops_on_nan", {}, "guard swallows non-finite loss and training goes on", guard_swallowed, True),
+]
+
+
+def _case_id(case) -> str:
+    return f"{case[0]}:{case[2]}"
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow] if c[4] else [], id=_case_id(c)) for c in CASES])
+def test_planted_defect_is_caught(case, monkeypatch):
+    name, params, _defect, plant, _slow = case
+    fixtures.tiny_model_dir.cache_clear()
+    runs.cached_run.cache_clear()
+    plant(monkeypatch)
+    try:
+        verdict = CHECKS[name](**params)
+    except Exception as exc:  # the defect crashed the check: still a failed prediction, but say so
+        pytest.fail(f"check {name} raised {type(exc).__name__}: {exc} instead of returning a failing verdict")
+    assert verdict.passed is False, f"planted defect NOT caught by {name}: {verdict.message}"
+    fixtures.tiny_model_dir.cache_clear()
+    runs.cached_run.cache_clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GPU_CASES, ids=[f"{c[0]}:{c[2]}" for c in GPU_CASES])
+def test_planted_gpu_defect_is_caught(case, monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("requires CUDA: the GPU checks' planted defects can only run on a GPU")
+    name, params, _defect, plant = case
+    plant(monkeypatch)
+    assert CHECKS[name](**params).passed is False
+
+
+def test_every_check_has_a_planted_defect():
+    covered = {c[0] for c in CASES} | {c[0] for c in GPU_CASES}
+    missing = sorted(set(CHECKS) - covered)
+    assert not missing, f"checks without a planted-defect case: {missing}"
