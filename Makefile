@@ -41,11 +41,18 @@ report: train
 
 ## Lint the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
 test: setup corpus
+	$(BIN)/python -m falsify.lint
 	$(BIN)/python -m pytest -m "not tier3" -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 tier1 tier2 tier3: setup
 	$(BIN)/python -m pytest -m $@
+
+## Peer benchmark (a script, not a test): our loop vs TRL's SFTTrainer, packing, MFU.
+## Writes reports/bench/results.{json,md}. BENCH_ARGS=--quick for the short version.
+bench: setup corpus
+	$(BIN)/pip install -q -e '.[bench]' "torch==2.13.0"
+	$(BIN)/python -m trainer.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) experiments reports/*.json reports/*.md reports/*.html

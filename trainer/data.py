@@ -177,7 +177,7 @@ class BatchStream:
 
     def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, rank: int = 0, world_size: int = 1):
         if not examples:
-            raise TrainerError("no training examples left after encoding")
+            raise TrainerError("no training examples left after encoding: none has a label token within data.max_seq_len (raise it, or check data.train)")
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.rank, self.world_size = rank, world_size  # DDP: every rank walks the same order, takes its share
         self.epoch, self.cursor = 0, 0
