@@ -37,7 +37,12 @@ corpus: $(CORPUS)/train.jsonl
 train: setup corpus
 	$(BIN)/python -m trainer train --config tiny-qlora --output experiments/tiny-qlora --overwrite
 
-report: train
+## The main job: train the default tiny QLoRA experiment (twice, same seed), generate tests
+## for the holdout, evaluate them, run falsifier tiers 1+2, write reports/scorecard.{json,md,html};
+## then the reference baseline (the corpus's own tests through the same evaluator).
+report: setup corpus
+	$(BIN)/python -m falsify.report
+	$(BIN)/python -m falsify.report --generator reference --out reports/reference
 
 ## Lint the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
 test: setup corpus

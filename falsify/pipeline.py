@@ -175,7 +175,7 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
               progress=lines_progress([samples.with_name(f".{samples.name}.tmp"), samples], limit)),
         Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
               done=reuse(_reuse_file(eval_dir / "summary.json", newer_than=samples)), needs=["generate"],
-              check_output=eval_dir / "summary.json", progress=lines_progress([eval_dir / "samples.jsonl"], limit)),
+              check_output=eval_dir / "summary.json"),  # the evaluator writes nothing until it is done: no ETA
     ]
     if tiers:
         # pytest exits 1 when some falsifier fails: that is evidence, not a broken stage.
@@ -220,8 +220,7 @@ def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPU
               check_output=samples),
         Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
               done=_reuse_file(eval_dir / "summary.json", newer_than=samples) if experiment else _never(),
-              needs=["reference-samples"], check_output=eval_dir / "summary.json",
-              progress=lines_progress([eval_dir / "samples.jsonl"], limit)),
+              needs=["reference-samples"], check_output=eval_dir / "summary.json"),
     ]
     return Plan("reference", None, None, eval_dir, samples, None, holdout, stages)
 
@@ -236,7 +235,7 @@ def _last_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_stage(stage: Stage, log: Path, on_tick: Callable[[], None] = lambda: None, poll_s: float = 0.5) -> StageResult:
+def run_stage(stage: Stage, log: Path, on_tick: Callable[[], None] = lambda: None, poll_s: float = 0.2) -> StageResult:
     started = time.monotonic()
     shown = " ".join(stage.command) if stage.command else f"(in-process) {stage.name}"
     if stage.action is not None:
@@ -291,8 +290,9 @@ def run_stages(stages: list[Stage], log_dir: Path, console: Console | None = Non
                     bar.update(task, completed=got[0], total=max(got[1], 1))
 
             result = run_stage(stage, log_dir / f"{stage.name}.log", tick)
-            if result.status == "ran" and not stage.progress:
-                bar.update(task, completed=1, total=1)
+            if result.status == "ran":
+                done = next(t.total for t in bar.tasks if t.id == task) or 1
+                bar.update(task, completed=done, total=done)
             bar.stop_task(task)
             results[stage.name] = result
             style = "green" if result.status == "ran" else "red"

@@ -1,0 +1,159 @@
+"""Run the mutants of one sample: one schema build, one test run per mutant.
+
+Verdicts: killed (the tests fail or crash), survived (they pass), timeout (the harness
+stopped the run: wall time or output cap), unviable (the mutant does not type-check; it
+is dropped from the schema and the schema rebuilt). `run_separately` is the slow
+reference way (one build per mutant) that the schema must agree with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import mutants as M
+from .crate import BUILD_LIMITS, Workspace, assemble
+from .sandbox import Limits, run_sandboxed
+
+MAX_SCHEMA_ROUNDS = 6
+
+
+@dataclass
+class MutationResult:
+    ran: bool
+    reason: str | None = None
+    verdicts: dict[int, str] = field(default_factory=dict)      # mutant id -> killed|survived|timeout|unviable
+    descriptions: dict[int, str] = field(default_factory=dict)
+    survivors: list[str] = field(default_factory=list)          # unified diffs
+    notes: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
+    run_seconds: float = 0.0
+    builds: int = 0
+
+    def count(self, verdict: str) -> int:
+        return sum(v == verdict for v in self.verdicts.values())
+
+    @property
+    def score(self) -> float | None:
+        denom = self.count("killed") + self.count("survived") + self.count("timeout")
+        return self.count("killed") / denom if self.ran and denom else None
+
+    def summary(self) -> dict:
+        return {"killed": self.count("killed"), "survived": self.count("survived"), "timeout": self.count("timeout"),
+                "unviable": self.count("unviable"), "survivors": self.survivors}
+
+
+def test_env(run_dir: Path, mutant: int | None = None) -> dict[str, str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(run_dir), "RUST_BACKTRACE": "0", "LANG": "C.UTF-8"}
+    if mutant is not None:
+        env[M.ENV_VAR] = str(mutant)
+    return env
+
+
+def mutant_limits(base: Limits, original_seconds: float) -> Limits:
+    """A mutant may be slower than the original, but an endless loop must end fast."""
+    wall = min(base.wall_s, max(1.0, 5 * original_seconds + 0.5))
+    return Limits(wall_s=wall, cpu_s=max(1, int(wall) + 1), memory_bytes=base.memory_bytes, file_bytes=base.file_bytes,
+                  open_files=base.open_files, processes=base.processes, output_bytes=base.output_bytes)
+
+
+def _classify(run) -> str:
+    if run.timed_out or run.output_exceeded:
+        return "timeout"
+    return "survived" if run.returncode == 0 else "killed"
+
+
+def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, *, uid: int, limits: Limits,
+               original_seconds: float) -> MutationResult:
+    """Build the schema (dropping unviable mutants) and run the tests once per mutant."""
+    sites, notes = M.find_sites(function_code)
+    muts = [m for s in sites for m in s.mutants]
+    result = MutationResult(ran=False, notes=notes, descriptions={m.id: m.describe(function_code) for m in muts})
+    if not muts:
+        result.reason = "mutation not run: no mutation sites in the function"
+        return result
+    active = {m.id for m in muts}
+    build = None
+    for _ in range(MAX_SCHEMA_ROUNDS):
+        layout = assemble(M.render_schema(function_code, active), tests, helper=M.HELPER)
+        ws.write_source(sample_dir, layout.source)
+        t0 = time.monotonic()
+        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+        result.build_seconds += time.monotonic() - t0
+        result.builds += 1
+        if build.success:
+            break
+        problem = build.run.problem(BUILD_LIMITS)
+        if problem:
+            result.reason = "mutation not run: schema build " + problem
+            return result
+        intervals = M.marker_intervals(layout.source)
+        bad = {M.innermost_mutant(intervals, start) for d in build.errors() for start, _ in d.spans} - {None}
+        bad &= active
+        if not bad:
+            result.reason = "mutation not run: schema did not compile outside any mutant: " + build.error_text(600)
+            return result
+        for k in bad:
+            result.verdicts[k] = "unviable"
+        active -= bad
+        if not active:
+            break
+    else:
+        result.reason = f"mutation not run: schema still failing after {MAX_SCHEMA_ROUNDS} rounds"
+        return result
+    if active and (build is None or build.executable is None):
+        result.reason = "mutation not run: schema build produced no test binary"
+        return result
+    if active:
+        # Mutant 0 is the original: the schema must pass with every switch off, and its
+        # run time, taken under the same load, sets the per-mutant time limit.
+        base = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=limits,
+                             env=test_env(sample_dir / "run", 0))
+        if not base.ok:
+            result.reason = "mutation not run: the schema with no mutant active fails its tests"
+            return result
+        original_seconds = max(original_seconds, base.seconds)
+    result.ran = True
+    lim = mutant_limits(limits, original_seconds)
+    by_id = {m.id: m for m in muts}
+    t0 = time.monotonic()
+    for k in sorted(active):
+        run = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=lim,
+                            env=test_env(sample_dir / "run", k))
+        result.verdicts[k] = _classify(run)
+        if result.verdicts[k] == "survived":
+            result.survivors.append(by_id[k].diff(function_code))
+    result.run_seconds = time.monotonic() - t0
+    return result
+
+
+def run_separately(ws: Workspace, sample_dir: Path, function_code: str, tests: str, *, uid: int, limits: Limits,
+                   original_seconds: float) -> MutationResult:
+    """Reference implementation: one plain build and test run per mutant (slow; for checks)."""
+    muts = M.find_mutants(function_code)
+    result = MutationResult(ran=True, descriptions={m.id: m.describe(function_code) for m in muts})
+    ws.write_source(sample_dir, assemble(function_code, tests).source)
+    build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+    if build.executable is not None:  # calibrate the time limit on the original, as run_schema does
+        base = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=limits,
+                             env=test_env(sample_dir / "run"))
+        original_seconds = max(original_seconds, base.seconds)
+    lim = mutant_limits(limits, original_seconds)
+    for m in muts:
+        ws.write_source(sample_dir, assemble(m.apply(function_code), tests).source)
+        t0 = time.monotonic()
+        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+        result.build_seconds += time.monotonic() - t0
+        result.builds += 1
+        if not build.success or build.executable is None:
+            result.verdicts[m.id] = "unviable"
+            continue
+        t0 = time.monotonic()
+        run = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=lim,
+                            env=test_env(sample_dir / "run"))
+        result.run_seconds += time.monotonic() - t0
+        result.verdicts[m.id] = _classify(run)
+        if result.verdicts[m.id] == "survived":
+            result.survivors.append(m.diff(function_code))
+    return result

@@ -1,0 +1,251 @@
+"""`python -m falsify.report`: run what is missing, score the 100-point rubric, write the scorecard.
+
+    python -m falsify.report                        # default pipeline: train x2, generate, evaluate, falsifiers
+    python -m falsify.report --experiment DIR       # reuse DIR (and DIR-repeat); run only what is missing
+    python -m falsify.report --generator reference  # the corpus's own tests through the same evaluator
+    python -m falsify.report --baseline old.json    # deltas; a lower total or a newly failing gate exits 1
+
+Writes scorecard.json, scorecard.md and scorecard.html into --out (reference: --out/reference),
+all rendered first and then moved into place by rename, so a failure never leaves a partial
+scorecard over a good one. Exit codes: 0 scored; 1 regression against the baseline or a failed
+stage; 2 bad input (one line naming the file and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from falsify import pipeline
+from falsify.baseline import compare, load_baseline, regression_message
+from falsify.evidence import ReportError, load_falsifiers, load_run, load_samples, load_summary, read_json
+from falsify.rubric import RUBRIC_VERSION, Evidence, score
+
+TIERS = ("tier1", "tier2", "tier3")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m falsify.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", type=Path, help="an existing experiment directory to reuse")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default reports/)")
+    p.add_argument("--baseline", type=Path, help="an earlier scorecard.json to compare with")
+    p.add_argument("--tiers", default="tier1,tier2", help="falsifier tiers to run, comma-separated ('' for none)")
+    p.add_argument("--generator", choices=("model", "reference"), default="model",
+                   help="score the model's generated tests, or the corpus's reference tests")
+    p.add_argument("--limit", type=int, default=40, help="holdout functions to generate and evaluate (default 40)")
+    p.add_argument("--holdout", type=Path, default=pipeline.CORPUS / "holdout.jsonl", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _tiers(text: str) -> list[str]:
+    tiers = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in tiers if t not in TIERS]
+    if bad:
+        raise ReportError(f"--tiers: unknown tier(s) {bad}; choose from {', '.join(TIERS)}")
+    return tiers
+
+
+def make_plan(args: argparse.Namespace) -> pipeline.Plan:
+    if args.limit < 1:
+        raise ReportError(f"--limit must be at least 1, got {args.limit}")
+    if args.experiment is not None:
+        if not args.experiment.is_dir():
+            raise ReportError(f"{args.experiment}: experiment directory not found")
+        if not (args.experiment / "config.yaml").is_file():
+            raise ReportError(f"{args.experiment}: not an experiment directory (no config.yaml)")
+    if args.generator == "reference":
+        return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout)
+    return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout)
+
+
+# ---------------------------------------------------------------- evidence
+
+def _why(path: Path, stage: str, results: dict[str, pipeline.StageResult]) -> str:
+    r = results.get(stage)
+    if r is not None and r.status in ("failed", "skipped"):
+        return f"stage {stage} {r.status}: {r.reason}"
+    return f"{path} not found"
+
+
+def gather(plan: pipeline.Plan, results: dict[str, pipeline.StageResult]) -> Evidence:
+    """Load every evidence file the plan names; a missing one becomes a "not run" reason."""
+    ev = Evidence()
+    if plan.summary.is_file():
+        ev.summary = load_summary(plan.summary)
+    else:
+        ev.missing["summary"] = _why(plan.summary, "evaluate", results)
+    if plan.generator == "reference":
+        why = "the reference generator scores the corpus's own tests: no adapter is trained"
+        ev.missing.update(experiment=why, repeat=why, generation="reference tests are written by people, not generated",
+                          falsifiers="falsifiers test the trainer; not run for the reference generator")
+        return ev
+    for key, root, stage in (("experiment", plan.experiment, "train"), ("repeat", plan.repeat, "train-repeat")):
+        if (root / "metrics.json").is_file():
+            setattr(ev, key, load_run(root))
+        else:
+            ev.missing[key] = _why(root / "metrics.json", stage, results)
+    if plan.generation_summary.is_file():
+        ev.generation = read_json(plan.generation_summary, "generation summary")
+    else:
+        ev.missing["generation"] = _why(plan.generation_summary, "generate", results)
+    if plan.falsifiers is None:
+        ev.missing["falsifiers"] = "no falsifier tiers selected (--tiers)"
+    elif plan.falsifiers.is_file():
+        ev.falsifiers = load_falsifiers(plan.falsifiers)
+    else:
+        ev.missing["falsifiers"] = _why(plan.falsifiers, "falsifiers", results)
+    return ev
+
+
+def _sha256(path: Path) -> str | None:
+    from trainer.experiment import sha256_of
+
+    return sha256_of(Path(path))
+
+
+def _git() -> dict:
+    def run(*args):
+        try:
+            r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def traceability(samples: Path, generation: dict | None) -> dict | None:
+    """Does every generated test name the weights that wrote it (model + adapter sha256, settings)?"""
+    if generation is None or not samples.is_file():
+        return None
+    rows = load_samples(samples)
+    gens = [(r.get("metadata") or {}).get("generation") or {} for r in rows]
+    traced = [g for g in gens if g.get("model_sha256") and g.get("adapter_sha256") and "max_new_tokens" in g]
+    return {"records": len(rows), "with_model_adapter_and_settings": len(traced),
+            "adapter_sha256s": sorted({g["adapter_sha256"] for g in traced}),
+            "match_generation_summary": all(g["adapter_sha256"] == generation.get("adapter_sha256") for g in traced)}
+
+
+def provenance(plan: pipeline.Plan, ev: Evidence) -> dict:
+    from trainer.experiment import environment_versions
+
+    lock = (ev.experiment or {}).get("lock") or {}
+    gen = ev.generation or {}
+    datasets = dict(lock.get("datasets") or {})
+    for path in (plan.holdout, plan.samples):
+        datasets[str(path)] = _sha256(path)
+    return {
+        "generator": plan.generator,
+        "experiment": str(plan.experiment) if plan.experiment else None,
+        "repeat": str(plan.repeat) if plan.repeat else None,
+        "evaluation": str(plan.eval_dir),
+        "base_model_sha256": lock.get("base_model_sha256"),
+        "generation_model_sha256": gen.get("model_sha256"),
+        "adapter_sha256": gen.get("adapter_sha256"),
+        "best_adapter_sha256": (ev.experiment or {}).get("adapter_sha256"),
+        "generation_checkpoint": gen.get("checkpoint"),
+        "generation_settings": gen.get("generation"),
+        "traceability": traceability(plan.samples, ev.generation),
+        "datasets": datasets,
+        "versions": environment_versions(),
+        "training_versions": lock.get("versions"),
+        "git": _git(),
+    }
+
+
+def build_scorecard(plan: pipeline.Plan, ev: Evidence, stages: list[pipeline.StageResult]) -> dict:
+    card = score(ev)
+    card.update(generator=plan.generator, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                provenance=provenance(plan, ev), stages=[s.as_dict() for s in stages],
+                missing_evidence=dict(ev.missing))
+    curves = {}
+    for label, run in (("run A", ev.experiment), ("repeat", ev.repeat)):
+        if run:
+            curves[f"train loss ({label})"] = [list(p) for p in run["loss_curve"]]
+            curves[f"validation loss ({label})"] = [list(p) for p in run["eval_curve"]]
+    card["curves"] = curves
+    return card
+
+
+# ---------------------------------------------------------------- output
+
+def write_outputs(out: Path, files: dict[str, str]) -> list[Path]:
+    """Every file goes to a temp file first (fsynced); only when all exist are they renamed over the old ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, text in files.items():
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+            staged.append((tmp, out / name))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, dest in staged:
+        os.replace(tmp, dest)
+    return [dest for _, dest in staged]
+
+
+def render_all(card: dict, samples: list[dict]) -> dict[str, str]:
+    from falsify.scorecard_html import render_html
+    from falsify.scorecard_md import render_markdown
+
+    return {"scorecard.json": json.dumps(card, indent=2, default=str) + "\n",
+            "scorecard.md": render_markdown(card),
+            "scorecard.html": render_html(card, samples)}
+
+
+def report(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    out = args.out / "reference" if plan.generator == "reference" else args.out
+    baseline = load_baseline(args.baseline, RUBRIC_VERSION) if args.baseline else None  # fail fast, before hours of work
+    stages = pipeline.run_stages(plan.stages, out / "logs")
+    results = {s.name: s for s in stages}
+    ev = gather(plan, results)
+    card = build_scorecard(plan, ev, stages)
+    if baseline is not None:
+        card["baseline"] = compare(card, baseline, str(args.baseline))
+    samples = load_samples(plan.eval_dir / "samples.jsonl", limit=5000)
+    written = write_outputs(out, render_all(card, samples))
+
+    print(f"score {card['total']}/{card['max_total']} grade {card['grade']} "
+          f"({card['counts']['passed']} passed, {card['counts']['failed']} failed, {card['counts']['not run']} not run)")
+    for g in card["gates"]:
+        print(f"  {g['id']} {g['status']}: {g['reason']}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    code = 0
+    failed = [s for s in stages if s.status == "failed"]
+    if failed:
+        print("stage(s) failed: " + "; ".join(f"{s.name} ({s.reason}; log {s.log})" for s in failed), file=sys.stderr)
+        code = 1
+    if baseline is not None and card["baseline"]["regression"]:
+        print(regression_message(card["baseline"]), file=sys.stderr)
+        code = 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return report(args)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no scorecard written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""The corpus builder on a small fake registry (two crates of real Rust) and on the real one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer import corpus
+from trainer.__main__ import main as cli
+
+MATHY_LIB = r'''
+use std::collections::HashMap;
+
+pub fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+pub fn largest<T: PartialOrd + Copy>(xs: &[T]) -> Option<T> {
+    let mut best = *xs.first()?;
+    for &x in xs {
+        if x > best {
+            best = x;
+        }
+    }
+    Some(best)
+}
+
+pub async fn fetch_twice(x: u32) -> u32 {
+    x * 2
+}
+
+pub fn word_counts(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for w in text.split_whitespace() {
+        *counts.entry(w.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn untested(x: u8) -> u8 {
+    x
+}
+
+pub struct Counter {
+    n: u32,
+}
+
+impl Counter {
+    pub fn new() -> Self {
+        Counter { n: 0 }
+    }
+
+    pub fn bump(&mut self) -> u32 {
+        self.n += 1;
+        self.n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcd_basic() {
+        assert_eq!(gcd(12, 18), 6);
+    }
+
+    #[test]
+    fn counter_bumps() {
+        let mut c = Counter::new();
+        assert_eq!(c.bump(), 1);
+    }
+
+    #[test]
+    #[should_panic]
+    fn largest_of_empty_panics() {
+        let empty: [u8; 0] = [];
+        largest(&empty).unwrap();
+    }
+
+    #[test]
+    fn fetch_is_lazy() {
+        let fut = fetch_twice(2);
+        drop(fut);
+    }
+
+    #[test]
+    fn counts_words() {
+        assert_eq!(word_counts("a b a")["a"], 2);
+    }
+
+    proptest! {
+        #[test]
+        fn gcd_divides_both(a in 1u64..1000, b in 1u64..1000) {
+            let g = gcd(a, b);
+            prop_assert_eq!(a % g, 0);
+            prop_assert_eq!(b % g, 0);
+        }
+    }
+}
+'''
+
+MATHY_TESTS = r'''
+use mathy::parse_num;
+
+#[test]
+fn parses_trimmed() {
+    assert_eq!(parse_num(" 42 ").unwrap(), 42);
+}
+'''
+
+MATHY_PARSE = r'''
+pub fn parse_num(s: &str) -> Result<u32, std::num::ParseIntError> {
+    s.trim().parse()
+}
+'''
+
+STRS_LIB = r'''
+pub fn shout(s: &str) -> String {
+    s.to_uppercase()
+}
+
+pub fn shout_twice(s: &str) -> String {
+    let once = shout(s);
+    format!("{once}{once}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! check {
+        ($name:ident, $input:expr, $want:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(shout($input), $want);
+            }
+        };
+    }
+
+    check!(shouts_a, "a", "A");
+    check!(shouts_word, "hey", "HEY");
+
+    #[test]
+    fn twice() {
+        assert_eq!(shout_twice("x"), "XX");
+    }
+}
+'''
+
+
+def write(path: Path, text: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def registry(tmp_path) -> Path:
+    """A Debian-style registry: mathy 0.1.0 and 0.2.0 (newest wins), strs 1.0.0."""
+    root = tmp_path / "registry"
+    write(root / "mathy-0.1.0/src/lib.rs", "pub fn old_only() {}\n#[test]\nfn t() { old_only(); }\n")
+    write(root / "mathy-0.2.0/Cargo.toml", '[package]\nname = "mathy"\nversion = "0.2.0"\n')
+    write(root / "mathy-0.2.0/src/lib.rs", MATHY_LIB)
+    write(root / "mathy-0.2.0/src/parse.rs", MATHY_PARSE)
+    write(root / "mathy-0.2.0/tests/parse.rs", MATHY_TESTS)
+    write(root / "mathy-0.2.0/src/broken.rs", "pub fn broken( {\n    let = ;\n")
+    write(root / "mathy-0.2.0/src/latin1.rs", b"// caf\xe9 au lait\npub fn latin() {}\n")
+    write(root / "strs-1.0.0/src/lib.rs", STRS_LIB)
+    write(root / "not-a-crate/src/lib.rs", "pub fn ignored() {}\n")
+    return root
+
+
+def read_split(out: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def all_records(out: Path) -> dict[str, dict]:
+    records = {}
+    for name in ("train", "validation", "test", "holdout"):
+        for rec in read_split(out, name):
+            assert rec["metadata"]["id"] not in records, f"{rec['metadata']['id']} appears twice"
+            records[rec["metadata"]["function"]] = rec
+    return records
+
+
+def test_pairs_and_metadata(registry, tmp_path, capsys):
+    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    recs = all_records(tmp_path / "out")
+
+    assert set(recs) == {"gcd", "largest", "fetch_twice", "word_counts", "Counter::new", "Counter::bump",
+                         "parse_num", "shout", "shout_twice"}  # untested and old_only are absent
+    gcd = recs["gcd"]["metadata"]
+    assert recs["gcd"]["input"].startswith("pub fn gcd(a: u64, b: u64) -> u64 {")
+    assert "fn gcd_basic()" in recs["gcd"]["output"] and "proptest! {" in recs["gcd"]["output"]
+    assert (gcd["n_tests"], gcd["has_proptest"], gcd["self_contained"]) == (2, True, True)
+    assert gcd["crate"] == "mathy" and gcd["crate_version"] == "0.2.0" and gcd["file"] == "src/lib.rs"
+    assert gcd["id"] == "mathy/src/lib.rs::gcd#0"
+    assert gcd["cyclomatic_complexity"] == 2 and not gcd["has_generics"] and not gcd["is_async"]
+
+    largest = recs["largest"]
+    assert largest["output"].startswith("#[test]\n#[should_panic]\nfn largest_of_empty_panics()")
+    assert largest["metadata"]["has_generics"] and largest["metadata"]["cyclomatic_complexity"] == 4
+    assert {"generics_lifetimes", "error_handling"} <= set(largest["metadata"]["categories"])
+
+    fetch = recs["fetch_twice"]["metadata"]
+    assert fetch["is_async"] and fetch["categories"][0] == "async"
+
+    # A test in tests/ pairs with a function in another file; the use of `mathy::` is
+    # outside the test, and ParseIntError is reached by a std path: self-contained.
+    parse = recs["parse_num"]
+    assert "fn parses_trimmed()" in parse["output"] and parse["metadata"]["file"] == "src/parse.rs"
+    assert "error_handling" in parse["metadata"]["categories"] and parse["metadata"]["self_contained"]
+
+    # HashMap comes from the module's `use std::collections::HashMap;`, recorded for rebuilding.
+    counts = recs["word_counts"]["metadata"]
+    assert counts["std_uses"] == ["use std::collections::HashMap;"] and counts["self_contained"]
+
+    # Methods pair only with tests naming their type, and are never self-contained.
+    bump = recs["Counter::bump"]
+    assert "fn counter_bumps()" in bump["output"] and bump["metadata"]["owner"] == "Counter"
+    assert not bump["metadata"]["self_contained"]
+
+    # A test-generating macro travels with its invocations.
+    shout = recs["shout"]
+    assert shout["output"].startswith("macro_rules! check {") and "check!(shouts_word" in shout["output"]
+    assert "fn twice()" not in shout["output"]
+    assert not recs["shout_twice"]["metadata"]["self_contained"]  # calls shout, which its tests lack
+
+    assert report["pairs"] == 9 and report["self_contained"] == sum(r["metadata"]["self_contained"] for r in recs.values())
+    assert report["crates"] == {"mathy": {"pairs": 7, "version": "0.2.0"}, "strs": {"pairs": 2, "version": "1.0.0"}}
+
+
+def test_broken_and_non_utf8_files_are_counted_not_fatal(registry, tmp_path, capsys):
+    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    assert report["skipped_file_reasons"] == {"non_utf8": 1, "syntax_error": 1}
+    assert {s["file"] for s in report["skipped_files"]} == {"mathy-0.2.0/src/broken.rs", "mathy-0.2.0/src/latin1.rs"}
+    err = capsys.readouterr().err
+    assert "broken.rs (syntax_error)" in err and "latin1.rs (non_utf8)" in err
+
+
+def test_same_sources_give_byte_identical_files(registry, tmp_path):
+    corpus.build_corpus(registry, tmp_path / "a", crates="all")
+    corpus.build_corpus(registry, tmp_path / "b", crates="all")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["corpus_report.json", "holdout.jsonl", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_holdout_is_disjoint_from_the_splits(registry, tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "HOLDOUT_PER_CATEGORY", 1)
+    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    out = tmp_path / "out"
+    holdout = read_split(out, "holdout")
+    split_recs = [r for name in ("train", "validation", "test") for r in read_split(out, name)]
+
+    assert 1 <= len(holdout) <= len(corpus.HOLDOUT_CATEGORIES)
+    assert {r["metadata"]["id"] for r in holdout}.isdisjoint(r["metadata"]["id"] for r in split_recs)
+    for rec in holdout:
+        assert rec["metadata"]["holdout_category"] in rec["metadata"]["categories"]
+    # No split record trains on a test that answers a holdout record.
+    held_tests = {line for r in holdout for line in r["output"].splitlines() if line.startswith("fn ")}
+    assert not any(line in held_tests for r in split_recs for line in r["output"].splitlines())
+    assert report["pairs"] == (sum(report["splits"].values()) + report["holdout_total"]
+                               + report["skipped_functions"]["shares_tests_with_holdout"])
+    for name in ("train", "validation", "test"):
+        assert all(corpus.split_of(r["metadata"]["id"], 0) == name for r in read_split(out, name))
+
+
+def test_holdout_prefers_self_contained_then_exclusive_tests(monkeypatch):
+    monkeypatch.setattr(corpus, "HOLDOUT_PER_CATEGORY", 2)
+
+    def rec(ident, self_contained, tests):
+        return {"metadata": {"id": ident, "categories": ["async"], "self_contained": self_contained}, "_tests": tests}
+
+    records = [rec(f"c/x.rs::f{i}#0", False, [f"t{i}"]) for i in range(20)]
+    records += [rec("c/x.rs::shared#0", False, ["s"]), rec("c/x.rs::other#0", False, ["s"])]
+    records.append(rec("c/x.rs::standalone#0", True, ["s"]))
+    chosen = corpus.select_holdout(records, seed=0)
+    ids = [r["metadata"]["id"] for r in chosen["async"]]
+    assert ids[0] == "c/x.rs::standalone#0"  # self-contained first, though its test is shared
+    assert ids[1].startswith("c/x.rs::f")  # then one whose tests no other record uses
+    assert chosen["generics_lifetimes"] == []
+
+
+def test_crate_list_restricts_and_reports_missing(registry, tmp_path):
+    report = corpus.build_corpus(registry, tmp_path / "out", crates=["strs", "nosuch"])
+    assert set(report["crates"]) == {"strs"} and report["missing_crates"] == ["nosuch"]
+    assert report["pairs"] == 2
+
+
+def test_newest_version_wins():
+    assert corpus._version_key("1.0.0-alpha.5") < corpus._version_key("1.0.0") < corpus._version_key("1.0.10")
+    assert corpus._version_key("0.9.9") < corpus._version_key("0.10.0")
+
+
+def test_cli_builds_and_prints_summary(registry, tmp_path, capsys):
+    crate_list = tmp_path / "crates.txt"
+    crate_list.write_text("# comment\nmathy\n", encoding="utf-8")
+    rc = cli(["corpus", "build", "--source", str(registry), "--out", str(tmp_path / "out"),
+              "--crates", str(crate_list), "--seed", "3"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "corpus: 7 pairs from 1 crates" in out and "holdout:" in out
+    assert json.loads((tmp_path / "out/corpus_report.json").read_text())["seed"] == 3
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cli_missing_source_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    rc = cli(["corpus", "build", "--source", str(missing), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and str(missing) in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_no_crates_and_unwritable_out_are_errors(registry, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(["corpus", "build", "--source", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no crates found under" in capsys.readouterr().err
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli(["corpus", "build", "--source", str(registry), "--out", str(blocker / "sub"), "--crates", "all"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write corpus output directory") and str(blocker / "sub") in err
+
+    assert cli(["corpus", "build", "--source", str(registry), "--out", str(tmp_path / "o"),
+                "--crates", str(tmp_path / "no-list.txt")]) == 2
+    assert "cannot read crate list" in capsys.readouterr().err
+
+
+REGISTRY = Path("/usr/share/cargo/registry")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_registry_with_shipped_crate_list(tmp_path):
+    if not REGISTRY.is_dir():
+        pytest.skip(f"{REGISTRY} missing: run `make setup` (installs the librust-*-dev crates)")
+    report = corpus.build_corpus(REGISTRY, tmp_path / "out")
+    assert report["missing_crates"] == [], "every crate of trainer/corpus_crates.txt should be installed"
+    assert report["splits"]["train"] >= 3000 and report["splits"]["validation"] >= 300
+    assert all(n == corpus.HOLDOUT_PER_CATEGORY for n in report["holdout"].values()), report["holdout"]
+    assert report["self_contained"] >= 10 and report["with_proptest"] >= 1
+    assert all(v["pairs"] > 0 for v in report["crates"].values()), "listed crates should yield pairs"
+    first = read_split(tmp_path / "out", "train")[0]
+    assert first["input"].lstrip().split("(")[0].split()[-1] in first["metadata"]["function"]
