@@ -10,6 +10,7 @@ lock, and no sample can overwrite another's binary.
 from __future__ import annotations
 
 import json
+import fcntl
 import os
 import shutil
 import subprocess
@@ -193,7 +194,9 @@ class Workspace:
     # ---- template: dependencies compiled once -------------------------------------------
     def warm(self) -> None:
         """Compile proptest (test build and clippy check) into the template, once per cache."""
-        with self._lock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.root / ".template.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another evaluator process may be building it right now
             marker = self.template / f"warm-{self.toolchain.rustc_version.replace(' ', '_')}"
             if marker.exists():
                 return

@@ -6,6 +6,7 @@ directory); the threads mostly wait on subprocesses, so a thread pool is enough.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -57,7 +58,11 @@ def check_sandbox(toolchain: Toolchain) -> None:
     probe = Path(tempfile.mkdtemp(prefix="rtf-probe-"))
     try:
         os.chmod(probe, 0o755)
-        run = run_sandboxed(["true"], cwd=probe, uid=sandbox_uid(0), limits=Limits(wall_s=10), env={"PATH": "/usr/bin:/bin"})
+        probe_slot = claim_slots(1)  # a free slot: its uid is killed wholesale after the run
+        run = run_sandboxed(["true"], cwd=probe, uid=sandbox_uid(next(iter(probe_slot))), limits=Limits(wall_s=10),
+                            env={"PATH": "/usr/bin:/bin"})
+        for fh in probe_slot.values():
+            fh.close()
         if run.returncode != 0:
             raise ToolchainMissing("sandbox unavailable: `unshare --net --mount --pid` + `setpriv` failed: "
                                    + run.stderr.strip()[-200:] + " (install util-linux; run as root)")
@@ -76,6 +81,31 @@ def _first_syntax_error(code: str) -> str:
     return "unknown position"
 
 
+SLOT_DIR = Path("/run/lock/rtf-sandbox")
+MAX_SLOTS = 512
+
+
+def claim_slots(n: int) -> dict[int, object]:
+    """Claim `n` sandbox slots (uids) that no other evaluator process on this machine holds.
+
+    Each slot's uid is killed wholesale after every run, so two processes sharing a slot
+    would kill each other's builds; an flock per slot keeps them apart.
+    """
+    SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    held: dict[int, object] = {}
+    for k in range(MAX_SLOTS):
+        fh = open(SLOT_DIR / f"{k}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        held[k] = fh
+        if len(held) == n:
+            return held
+    raise ToolchainMissing(f"no free sandbox slot in {SLOT_DIR} ({MAX_SLOTS} are held by other evaluator processes)")
+
+
 class Evaluator:
     """Holds the toolchain, the cache workspace and the pool of sandbox slots."""
 
@@ -86,7 +116,8 @@ class Evaluator:
         cpus = os.cpu_count() or 1
         self.ws = Workspace(toolchain, cargo_jobs=max(1, cpus // self.jobs), build_limits=options.build_limits)
         self.slots: queue.Queue[int] = queue.Queue()
-        for k in range(self.jobs):
+        self._slot_locks = claim_slots(self.jobs)  # held until this process exits
+        for k in self._slot_locks:
             self.slots.put(k)
         self.workdir = Path(tempfile.mkdtemp(prefix="rtf-eval-"))
         os.chmod(self.workdir, 0o711)  # the sandbox uids must traverse it to reach their own dirs
@@ -94,6 +125,8 @@ class Evaluator:
     def close(self) -> None:
         if not os.environ.get("RTF_KEEP_WORK"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+        for fh in self._slot_locks.values():
+            fh.close()
 
     def evaluate(self, items: list[Sample | InputProblem]) -> list[dict]:
         self.ws.warm()
