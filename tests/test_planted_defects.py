@@ -115,9 +115,9 @@ def merge_double_scaling(mp):
 
 
 def loss_overflows(mp):
-    import trainer.train as loop
+    import torch.nn.functional as F
 
-    _wrap(mp, loop, "token_loss_sum", lambda f: lambda logits, labels: f(logits * 1e38, labels))
+    _wrap(mp, F, "cross_entropy", lambda f: lambda logits, *a, **k: f(logits * 1e38, *a, **k))
 
 
 def init_scale_too_large(mp):
@@ -285,6 +285,18 @@ def guard_swallowed(mp):
     _wrap(mp, loop, "train_step", make)
 
 
+def tautology_detector_off(mp):
+    import falsify.evaluate.assertions as assertions
+
+    def make(analyse):
+        def blind(tests, function_code):
+            facts = analyse(tests, function_code)
+            facts.assertions = {**facts.assertions, "trivial": 0, "tautological": 0}
+            return facts
+        return blind
+    _wrap(mp, assertions, "analyse", make)
+
+
 def base_unquantized(mp):
     import trainer.models as models
 
@@ -357,6 +369,7 @@ CASES = [
     ("validation_loss_falls", {"mode": "lora", "steps": 4}, "learning rate schedule stuck at zero", learning_rate_zero, True),
     ("step0_loss_from_init", {"warm_steps": 20}, "init weights silently re-randomised after loading", init_weights_randomised, True),
     ("andon_stops_on_nan", {}, "guard swallows non-finite loss and training goes on", guard_swallowed, True),
+    ("evaluator_discriminates", {}, "assertion analysis never flags trivial or tautological asserts", tautology_detector_off, True),
 ]
 
 
