@@ -297,6 +297,51 @@ def tautology_detector_off(mp):
     _wrap(mp, assertions, "analyse", make)
 
 
+def packing_keeps_row_mask(mp):
+    import trainer.train as loop
+
+    def make(f):
+        def inputs(batch, device):
+            out = f(batch, device)
+            if "position_ids" in out:  # packed: hand the model the row's plain 2D mask, as a naive packer would
+                out.pop("position_ids")
+                out["attention_mask"] = batch["attention_mask"].to(device)
+            return out
+        return inputs
+    _wrap(mp, loop, "model_inputs", make)
+
+
+def in_subprocesses(mp, code: str) -> None:
+    """Plant a defect in the trainer processes torchrun starts: a sitecustomize on their PYTHONPATH."""
+    import os
+    import tempfile
+    import textwrap
+
+    root = tempfile.mkdtemp(prefix="rtf-plant-")
+    with open(os.path.join(root, "sitecustomize.py"), "w") as fh:
+        fh.write(textwrap.dedent(code))
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
+def ranks_share_one_shard(mp):
+    in_subprocesses(mp, """
+        import trainer.data as data
+        _init = data.BatchStream.__init__
+        def init(self, examples, batch_size, seed, pad_id, rank=0, world_size=1):
+            _init(self, examples, batch_size, seed, pad_id, 0, world_size)  # every rank takes rank 0's shard
+        data.BatchStream.__init__ = init
+    """)
+
+
+def other_ranks_rng_not_restored(mp):
+    in_subprocesses(mp, """
+        import os
+        if os.environ.get("RANK", "0") != "0":
+            import trainer.train as loop
+            loop.set_rng_state = lambda state: None  # only rank 0 gets its dropout stream back
+    """)
+
+
 def base_unquantized(mp):
     import trainer.models as models
 
@@ -370,6 +415,10 @@ CASES = [
     ("step0_loss_from_init", {"warm_steps": 20}, "init weights silently re-randomised after loading", init_weights_randomised, True),
     ("andon_stops_on_nan", {}, "guard swallows non-finite loss and training goes on", guard_swallowed, True),
     ("evaluator_discriminates", {}, "assertion analysis never flags trivial or tautological asserts", tautology_detector_off, True),
+    ("packed_loss_equals_unpacked", {}, "packed rows keep the plain 2D mask (no attention or position reset)", packing_keeps_row_mask, False),
+    ("packing_no_cross_attention", {}, "packed rows keep the plain 2D mask (no attention or position reset)", packing_keeps_row_mask, False),
+    ("ddp_equals_single_process", {}, "every rank trains on rank 0's shard", ranks_share_one_shard, True),
+    ("ddp_resume_exact", {}, "resume restores the RNG of rank 0 only", other_ranks_rng_not_restored, True),
 ]
 
 

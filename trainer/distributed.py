@@ -101,13 +101,24 @@ def reduce_sum(value: float | int, info: DistInfo | None) -> float | int:
     return t.item()
 
 
+def gather_objects(obj, info: DistInfo | None) -> list:
+    """Every rank's `obj`, in rank order (for state that differs per rank, e.g. RNG streams)."""
+    if info is None or not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         reduce_sum(0, info)
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave together: a rank that destroys the group while another still finishes its writes can hang it."""
     if info.enabled and dist.is_initialized():
+        barrier(info)
         dist.destroy_process_group()
 
 

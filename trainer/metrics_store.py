@@ -2,18 +2,25 @@
 
 WAL lets a reader hold a snapshot while the writer appends, so the monitor never blocks
 training; each write is one short transaction, so a kill of either side leaves a store
-that opens and reads (the last complete transaction wins).
+that opens and reads (the last complete transaction wins). The schema version lives in
+`PRAGMA user_version`, set in the same transaction that creates the tables: version 0
+means "nothing written yet", never a half-made schema.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from trainer.errors import TrainerError
+
+SCHEMA_VERSION = 1  # bump on any incompatible change; StoreReader refuses other versions
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS steps (
@@ -36,9 +43,14 @@ class MetricStore:
         self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self.set_meta(schema_version=SCHEMA_VERSION)
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise TrainerError(f"{self.path}: metric store schema version {version} is newer than this trainer "
+                               f"writes ({SCHEMA_VERSION}); use a newer trainer or a fresh experiment directory")
+        if version < SCHEMA_VERSION:  # tables and version in one transaction: readers see all or nothing
+            self.db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # host (with the pid the trainer records) lets a monitor on this machine tell "trainer died" from "trainer is slow"
+        self.set_meta(schema_version=SCHEMA_VERSION, host=socket.gethostname())
 
     def _write(self, sql: str, params: tuple) -> None:
         with self.db:  # one short transaction
@@ -50,6 +62,38 @@ class MetricStore:
             for key, value in values.items():
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('updated_at', ?)", (json.dumps(time.time()),))
+
+    def hardware_due(self, every: float = 2.0) -> bool:
+        """Hardware telemetry on the wall clock (every 2 s), whatever a step takes."""
+        now = time.monotonic()
+        if now - getattr(self, "_hardware_at", -float("inf")) < every:
+            return False
+        self._hardware_at = now
+        return True
+
+    def sample_due(self, step: int, sample_steps: int, eval_steps: int, min_interval: float = 60.0) -> bool:
+        """Whether to log a sample peek now. sample_steps > 0: every that many steps. 0 (the
+        default): at an evaluation step, once `min_interval` seconds have passed since the
+        last peek or the start, so a long run shows a fresh sample about once a minute and
+        short runs (tests) pay nothing for generation."""
+        if sample_steps:
+            return step % sample_steps == 0
+        now = time.monotonic()
+        last = getattr(self, "_sample_at", None)
+        if last is None:
+            last = self._sample_at = now
+        if step % eval_steps or now - last < min_interval:
+            return False
+        self._sample_at = now
+        return True
+
+    def end_run(self, status: str, stop_reason: str | None) -> None:
+        """Record how the run ended. Called from the loop's `finally`: an exception still
+        propagating there means the run failed, whatever `status` the loop had reached."""
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            status, stop_reason = "failed", f"{type(exc).__name__}: {exc}"
+        self.set_meta(status=status, stop_reason=stop_reason, finished_at=time.time())
 
     def log_step(self, step: int, epoch: float, loss: float, lr: float, grad_norm: float, tokens: int, tokens_per_s: float, wall_time: float) -> None:
         self._write("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?)",
@@ -76,6 +120,115 @@ class MetricStore:
 
     def eval_curve(self) -> list[tuple[int, float]]:
         return [tuple(r) for r in self.db.execute("SELECT step, val_loss FROM evals ORDER BY step")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class StoreError(TrainerError):
+    """The store cannot be read (corrupt, locked, other schema): `<path>: <problem>`."""
+
+
+STEP_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "wall_time", "ts")
+HARDWARE_COLUMNS = ("ts", "cpu_percent", "ram_used_mb", "ram_total_mb", "gpu_util", "vram_used_mb", "vram_total_mb", "gpu_temp_c")
+
+
+@dataclass
+class StoreSnapshot:
+    """What one short read transaction saw. `steps` holds only rows after the caller's `after_step`."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    steps: list[tuple] = field(default_factory=list)  # rows in STEP_COLUMNS order
+    last_step: int = 0  # MAX(step): below what the caller has seen means a resume rewound the run
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    sample: dict[str, Any] | None = None
+    hardware: dict[str, Any] | None = None
+
+
+class StoreReader:
+    """Reader side, for the monitor: a read-only connection that never blocks the writer.
+
+    `mode=ro` means the monitor cannot write (or checkpoint) the trainer's database; each
+    `read` is one short transaction, so the WAL the writer appends to is never pinned for
+    long. A busy store fails fast (`timeout`) instead of queueing behind a lock.
+    """
+
+    def __init__(self, path: Path, timeout: float = 0.5):
+        self.path = Path(path)
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            self.db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            problem = f"metric store is locked by another process ({text}); the trainer never holds it locked, so another tool does"
+        elif "not a database" in text or "malformed" in text or "corrupt" in text:
+            problem = f"corrupt metric store ({text})"
+        else:
+            problem = f"cannot read metric store ({text})"
+        return StoreError(f"{self.path}: {problem}")
+
+    def schema_version(self) -> int | None:
+        """The store's schema version; None while the trainer has not created the schema yet.
+
+        Raises StoreError for a version this reader does not understand, so the caller shows
+        one clear line instead of misreading columns.
+        """
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0] > 0
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        if version == SCHEMA_VERSION:
+            return version
+        if version == 0 and not has_tables:
+            return None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: metric store schema version {version} is newer than this monitor reads "
+                             f"({SCHEMA_VERSION}); upgrade the trainer package")
+        raise StoreError(f"{self.path}: metric store schema version {version} is older than this monitor reads "
+                         f"({SCHEMA_VERSION}); re-run the training with this trainer to get a readable store")
+
+    def changed(self) -> bool:
+        """True when another connection committed since the last call (PRAGMA data_version: no table reads)."""
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        changed, self._data_version = version != getattr(self, "_data_version", None), version
+        return changed
+
+    def read(self, after_step: int = 0) -> StoreSnapshot:
+        """One consistent snapshot (a single read transaction, a handful of indexed queries)."""
+        snap = StoreSnapshot()
+        try:
+            self.db.execute("BEGIN")
+            try:
+                raw_meta = dict(self.db.execute("SELECT key, value FROM meta"))
+                snap.steps = self.db.execute(
+                    f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? ORDER BY step", (after_step,)).fetchall()
+                snap.last_step = self.db.execute("SELECT COALESCE(MAX(step), 0) FROM steps").fetchone()[0]
+                snap.evals = self.db.execute("SELECT step, val_loss FROM evals ORDER BY step").fetchall()
+                row = self.db.execute("SELECT step, input, target, generated, ts FROM samples ORDER BY step DESC LIMIT 1").fetchone()
+                snap.sample = dict(zip(("step", "input", "target", "generated", "ts"), row)) if row else None
+                row = self.db.execute(f"SELECT {', '.join(HARDWARE_COLUMNS)} FROM hardware ORDER BY ts DESC LIMIT 1").fetchone()
+                snap.hardware = dict(zip(HARDWARE_COLUMNS, row)) if row else None
+            finally:
+                self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        for key, value in raw_meta.items():
+            try:
+                snap.meta[key] = json.loads(value)
+            except (TypeError, json.JSONDecodeError):
+                raise StoreError(f"{self.path}: corrupt metric store (meta value for {key!r} is not JSON)") from None
+        return snap
 
     def close(self) -> None:
         self.db.close()

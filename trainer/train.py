@@ -68,10 +68,41 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
     return inputs
 
 
+class LabelLoss(torch.nn.Module):
+    """Summed next-token loss, with the LM head applied only at positions that have a label.
+
+    Why: the logits of prompt and padding positions are computed only to be thrown away,
+    and with a 150k vocabulary the head is most of a small model's FLOPs. The result is
+    the same sum as `token_loss_sum` over full logits (up to float rounding). Models that
+    scale or soft-cap their logits, or have no separable decoder + head, take the full
+    path through their own forward. DDP wraps this module, so gradient sync sees the
+    whole computation.
+    """
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+        causal = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        config = causal.config
+        scaled = any(getattr(config, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+        self.split = None if scaled or not hasattr(causal, "get_decoder") else (causal.get_decoder(), causal.get_output_embeddings())
+
+    def forward(self, labels: torch.Tensor, **inputs) -> torch.Tensor:
+        if self.split is None:
+            return token_loss_sum(self.lm(**inputs).logits, labels)
+        decoder, head = self.split
+        hidden = decoder(**inputs).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        logits = head(hidden[keep])
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+
 def forward_loss_sum(model, batch: dict, device: torch.device) -> torch.Tensor:
+    """`model` is a causal LM, a LabelLoss, or DDP around a LabelLoss (the training forward under torchrun)."""
+    loss_module = model if isinstance(model, (LabelLoss, torch.nn.parallel.DistributedDataParallel)) else LabelLoss(model)
     with autocast(device):
-        logits = model(**model_inputs(batch, device)).logits
-    return token_loss_sum(logits, batch["labels"].to(device))
+        return loss_module(labels=batch["labels"].to(device), **model_inputs(batch, device))
 
 
 @torch.no_grad()
@@ -151,7 +182,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
     tokenizer = base.tokenizer
     model = load_for_training(cfg, base, device)
     assert_on_device(model, device)
-    ddp_model = distributed.wrap(model, env, device)  # the training forward; everything else uses `model`
+    ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log.info("model: %s; trainable %d of %d parameters", base.description, n_trainable, n_total)
@@ -192,7 +223,11 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             stream.restore(state["data_position"])
-            set_rng_state(state["rng"])
+            rngs = state.get("rng_per_rank", [state["rng"]])
+            if len(rngs) != env.world_size:
+                raise TrainerError(f"--resume: {last} was written by {len(rngs)} process(es), this run has "
+                                   f"{env.world_size}; an exact resume needs the same torchrun world size")
+            set_rng_state(rngs[env.rank])
             step, best_val, best_step = state["step"], state["best_val_loss"], state["best_step"]
             initial_val, tokens_seen, elapsed = state["initial_val_loss"], state["tokens_seen"], state["elapsed"]
             store.truncate_after(step)
@@ -222,12 +257,13 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
             store.log_step(step, stream.fractional_epoch(), loss, lr, grad_norm, tokens, tokens / seconds, elapsed)
             if step % t.log_steps == 0 or step == total_steps:
                 log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s", step, total_steps, loss, lr, grad_norm, tokens / seconds)
-            if step % 10 == 0 or step == total_steps:
+            if store.hardware_due() or step == total_steps:
                 store.log_hardware(**hardware.snapshot())
-            if t.sample_steps and step % t.sample_steps == 0:
+            if env.is_main and store.sample_due(step, t.sample_steps, t.eval_steps):
                 from trainer.generate import sample_for_monitor
 
-                store.log_sample(step, *sample_for_monitor(model, tokenizer, val_records[0], device))
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # a peek leaves training's RNG alone
+                    store.log_sample(step, *sample_for_monitor(model.eval(), tokenizer, val_records[0], device))
 
             improved = False
             if step % t.eval_steps == 0 or step == total_steps:
@@ -237,9 +273,11 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
                 improved = val < best_val
                 if improved:
                     best_val, best_step = val, step
+            if step % t.save_steps == 0 or step == total_steps or improved:  # the same decision on every rank
+                rngs = distributed.gather_objects(rng_state(), env)  # each rank's dropout stream is its own
             if env.is_main and (step % t.save_steps == 0 or step == total_steps or improved):
                 state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng_state(), "data_position": stream.position(), "best_val_loss": best_val,
+                         "rng": rngs[0], "rng_per_rank": rngs, "data_position": stream.position(), "best_val_loss": best_val,
                          "best_step": best_step, "initial_val_loss": initial_val, "tokens_seen": tokens_seen,
                          "elapsed": elapsed}
                 last_saved = ckpt.save_checkpoint(paths.checkpoints, step, model, state)
@@ -253,7 +291,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         status, stop_reason, guard = "interrupted", "KeyboardInterrupt", stop
         log.error("interrupted at step %d; the last complete checkpoint is kept", step)
     finally:
-        store.set_meta(status=status, stop_reason=stop_reason, finished_at=time.time())
+        store.end_run(status, stop_reason)  # "failed" when an exception is propagating
 
     # ---- results
     distributed.barrier(env)  # rank 0's last checkpoint is complete before anyone lists them
@@ -280,6 +318,7 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         write_json_atomic(paths.metrics, metrics)
         write_lock(paths, cfg, str(device), final_checkpoint)
     store.close()
+    del ddp_model  # DDP's reducer must go before its process group: destroyed after, gloo can hang
     distributed.shutdown(env)
     if guard is not None:
         raise guard
