@@ -24,6 +24,7 @@ from trainer.config import Config, load_config
 from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
 from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, setup_logging, write_json_atomic, write_lock
+from trainer.hparams import RULES, diagnose
 from trainer.metrics_store import MetricStore
 from trainer.models import load_for_training, prepare_base
 from trainer.packing import pack_examples
@@ -197,6 +198,11 @@ def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = 
         n_examples = len(train_examples)
         train_examples = pack_examples(train_examples, cfg.data.max_seq_len)
         log.info("packing: %d examples into %d rows of at most %d tokens", n_examples, len(train_examples), cfg.data.max_seq_len)
+    for finding in diagnose(cfg, token_lengths=[len(e.input_ids) for e in train_examples], world_size=env.world_size):
+        if finding.level == "error":
+            raise TrainerError(f"{finding.rule} ({RULES[finding.rule]}): {finding.message}")
+        if finding.level == "warn":
+            log.warning("hyperparameter rule %s (%s): %s", finding.rule, RULES[finding.rule], finding.message)
     stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id, env.rank, env.world_size)
     val_batches = eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id)
     steps_per_epoch = -(-stream.batches_per_epoch // t.gradient_accumulation_steps)
