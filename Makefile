@@ -42,7 +42,7 @@ train: setup corpus
 ## then the reference baseline (the corpus's own tests through the same evaluator).
 report: setup corpus
 	$(BIN)/python -m falsify.report
-	$(BIN)/python -m falsify.report --generator reference --out reports/reference
+	$(BIN)/python -m falsify.report --generator reference
 
 ## Lint the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
 test: setup corpus
