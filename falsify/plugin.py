@@ -48,6 +48,28 @@ def pytest_configure(config) -> None:
         config.args.append(str(path))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`pytest -m tier1` runs in a fork of the warm interpreter when one is running (falsify/warm.py)."""
+    from falsify import warm
+
+    if (config.option.markexpr.strip() != warm.SERVED_MARKEXPR or config.invocation_params.plugins
+            or warm.FORKED_ENV in os.environ or os.environ.get("FALSIFY_WARM") == "0"):
+        return None
+    return warm.handoff(list(config.invocation_params.args), config.invocation_params.dir)
+
+
+def pytest_report_header(config):
+    from falsify import warm
+
+    forked = os.environ.get(warm.FORKED_ENV)
+    if forked:
+        info = json.loads(forked)
+        return (f"falsify: forked from the warm interpreter (pid {info['server']}; preloaded "
+                f"{', '.join(info['preloaded'])} in {info['preload_s']} s; FALSIFY_WARM=0 runs cold)")
+    return None
+
+
 def _is_contract(file_path: Path, config) -> bool:
     if file_path.suffix not in (".yaml", ".yml"):
         return False

@@ -429,7 +429,7 @@ def _case_id(case) -> str:
 @pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow] if c[4] else [], id=_case_id(c)) for c in CASES])
 def test_planted_defect_is_caught(case, monkeypatch):
     name, params, _defect, plant, _slow = case
-    fixtures.tiny_model_dir.cache_clear()
+    fixtures.clear_caches()
     runs.cached_run.cache_clear()
     plant(monkeypatch)
     try:
@@ -437,7 +437,7 @@ def test_planted_defect_is_caught(case, monkeypatch):
     except Exception as exc:  # the defect crashed the check: still a failed prediction, but say so
         pytest.fail(f"check {name} raised {type(exc).__name__}: {exc} instead of returning a failing verdict")
     assert verdict.passed is False, f"planted defect NOT caught by {name}: {verdict.message}"
-    fixtures.tiny_model_dir.cache_clear()
+    fixtures.clear_caches()
     runs.cached_run.cache_clear()
 
 

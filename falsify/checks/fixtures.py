@@ -6,6 +6,7 @@ Built once per process (lru_cache) and, where expensive, cached on disk by conte
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import tempfile
@@ -101,11 +102,26 @@ def load_base(mode: str, seed: int = 0):
     return load_pretrained(tiny_model_dir(seed), dtype=torch.float32)
 
 
-def adapted(mode: str, seed: int = 0, dropout: float = 0.0):
-    """(base-only copy, LoRA-wrapped model) for `mode` in lora | qlora."""
+@functools.lru_cache(maxsize=4)
+def _pristine_adapted(mode: str, seed: int, dropout: float):
     from trainer.models import apply_lora
 
     return apply_lora(load_base(mode, seed), lora_settings(dropout=dropout))
+
+
+def adapted(mode: str, seed: int = 0, dropout: float = 0.0):
+    """The base loaded for `mode` (lora | qlora) and wrapped in fresh LoRA adapters by the trainer.
+
+    Built once per (mode, seed, dropout) through the real load and `apply_lora` path; every
+    caller gets its own deep copy (checks train and mutate it), which costs a third of a build.
+    """
+    return copy.deepcopy(_pristine_adapted(mode, seed, dropout))
+
+
+def clear_caches() -> None:
+    """Forget the built models, so that a planted defect reaches the next build."""
+    for cached in (tiny_model_dir, _pristine_adapted):
+        cached.cache_clear()
 
 
 def batch(n: int = 4, max_seq_len: int = 96, start: int = 0) -> dict:

@@ -1,0 +1,77 @@
+"""Wall time of `pytest -m tier1`, cold against warm, alternating in one invocation.
+
+    python -m falsify.tier1_bench [--runs 5] [--json FILE]
+
+A script, not a test (timings are never asserted): each pair runs the same command once
+with FALSIFY_WARM=0 (a fresh interpreter imports everything) and once through the warm
+interpreter (`python -m falsify.warm start` first), and both must report the same
+outcomes. It prints every run, the medians and their ratio: quote medians, the machines
+are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from falsify import warm
+
+COMMAND = [sys.executable, "-m", "pytest", "-m", "tier1", "-q", "-p", "no:cacheprovider"]
+SUMMARY = re.compile(r"=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s")
+
+
+def run_once(cold: bool) -> tuple[float, str, int, bool]:
+    """(wall seconds, outcome summary, exit status, whether the warm interpreter served the run)."""
+    env = dict(os.environ)
+    if cold:
+        env["FALSIFY_WARM"] = "0"
+    served_before = warm.request("status")["runs"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(COMMAND, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    found = SUMMARY.findall(proc.stdout + proc.stderr)
+    return wall, (found[-1] if found else "no summary"), proc.returncode, warm.request("status")["runs"] > served_before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="pairs of runs (default 5)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args(argv)
+    try:
+        status = warm.request("status")
+    except warm.WarmError as exc:
+        print(f"error: {exc}; start it with: python -m falsify.warm start", file=sys.stderr)
+        return 2
+    cold, hot, summaries = [], [], set()
+    for i in range(args.runs):
+        for label, series in (("cold", cold), ("warm", hot)):
+            wall, summary, rc, forked = run_once(cold=label == "cold")
+            if forked != (label == "warm"):
+                print(f"error: the {label} run was {'not ' if label == 'warm' else ''}forked: {summary}", file=sys.stderr)
+                return 2
+            series.append(wall)
+            summaries.add((summary, rc))
+            print(f"pair {i + 1} {label}: {wall:6.2f} s  ({summary}, exit {rc})")
+    if len(summaries) != 1:
+        print(f"error: cold and warm runs disagree: {sorted(summaries)}", file=sys.stderr)
+        return 1
+    med_cold, med_warm = statistics.median(cold), statistics.median(hot)
+    print(f"median cold {med_cold:.2f} s, warm {med_warm:.2f} s: warm is {med_cold / med_warm:.2f}x faster "
+          f"(server pid {status['pid']}, preloaded in {status['preload_s']} s; load average {os.getloadavg()[0]:.2f})")
+    if args.json:
+        args.json.write_text(json.dumps({"command": COMMAND[1:], "cold_s": cold, "warm_s": hot, "median_cold_s": med_cold,
+                                         "median_warm_s": med_warm, "outcome": sorted(summaries)[0][0],
+                                         "cpus": os.cpu_count()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The warm interpreter (falsify/warm.py): a forked run must behave exactly like a cold one.
+
+Each test drives real processes: a server started with `python -m falsify.warm start` in a
+private socket directory, and `python -m pytest -m tier1` in a scratch project whose
+contracts and probe tests are cheap. A warm run and a cold run of the same selection must
+give the same outcomes and exit status; everything else here is about not lying (stale
+servers refused, project code imported fresh) and not leaking (killed callers stop their run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CONTRACT = """\
+id: warm-demo-v1
+version: 1.0.0
+status: active
+description: The alpha rule fires for alpha = rank.
+falsifiers:
+  - id: FALSIFY-WARM-001
+    tier: tier1
+    check: hyperparameter_rule
+    parametrize:
+      - {rule: C-HP-003, expect: warn, overrides: {lora.rank: 16, lora.alpha: 16}}
+      - {rule: C-HP-003, expect: warn, overrides: {lora.rank: 16, lora.alpha: 32}}
+    prediction: alpha = rank is flagged (the second case is wrong on purpose, so the run fails)
+    if_fails: the rule is not applied.
+"""
+PROBES = """\
+import os, signal, time
+import pytest
+
+@pytest.mark.tier1
+def test_fresh_project_code():
+    import falsify.warm
+    assert falsify.warm.LOADED_IN_PID == os.getpid(), "falsify.warm came from the server, not from disk"
+
+@pytest.mark.tier1
+def test_sleep_probe():
+    if "PROBE_PID_FILE" not in os.environ:
+        pytest.skip("only with PROBE_PID_FILE")
+    open(os.environ["PROBE_PID_FILE"], "w").write(str(os.getpid()))
+    time.sleep(120)
+
+@pytest.mark.tier1
+def test_crash_probe():
+    if "PROBE_CRASH" not in os.environ:
+        pytest.skip("only with PROBE_CRASH")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+SUMMARY = re.compile(r"(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s")
+
+
+def _env(warm_dir: str, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "FALSIFY_WARM"}
+    env.update(FALSIFY_WARM_DIR=warm_dir, **extra)
+    return env
+
+
+def _warm(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "falsify.warm", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd="/")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("warm-project")
+    (root / "contracts").mkdir()
+    (root / "contracts" / "demo.yaml").write_text(CONTRACT)
+    (root / "test_probes.py").write_text(PROBES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A warm interpreter in its own socket directory (short: a Unix socket path has 107 bytes)."""
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir)
+    started = _warm(["start", "--idle-timeout", "600"], env)
+    assert started.returncode == 0, started.stderr
+    yield env
+    stopped = _warm(["stop"], env)
+    assert stopped.returncode == 0, stopped.stderr
+    deadline = time.monotonic() + 10
+    while any(Path(warm_dir).glob("*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(warm_dir).glob("*.sock")), "the socket outlived the server"
+    shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def _pytest(project: Path, env: dict, *args: str, **popen) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider", *args]
+    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300, **popen)
+
+
+def _runs(env: dict) -> int:
+    return json.loads(_warm(["status", "--json"], env).stdout)["runs"]
+
+
+def test_warm_run_gives_the_cold_outcomes(project, server, tmp_path):
+    before = _runs(server)
+    warm = _pytest(project, server, "--falsify-results", str(tmp_path / "warm.json"))
+    cold = _pytest(project, {**server, "FALSIFY_WARM": "0"}, "--falsify-results", str(tmp_path / "cold.json"))
+    assert _runs(server) == before + 1, "exactly the warm run went through the server"
+    assert "forked from the warm interpreter" in warm.stdout and "forked" not in cold.stdout
+    assert warm.returncode == cold.returncode == 1  # one refuted prediction in the demo contract
+    assert SUMMARY.findall(warm.stdout)[-1] == SUMMARY.findall(cold.stdout)[-1] == "1 failed, 2 passed, 2 skipped"
+    assert "REFUTED warm-demo-v1::FALSIFY-WARM-001" in warm.stdout
+    outcomes = [{(i["nodeid"], i["outcome"], json.dumps(i["observed"], sort_keys=True)) for i in
+                 json.loads((tmp_path / f"{name}.json").read_text())["items"]} for name in ("warm", "cold")]
+    assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2
+
+
+def test_project_code_is_imported_from_disk_in_each_run(project, server):
+    result = _pytest(project, server, "-k", "fresh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forked from the warm interpreter" in result.stdout
+
+
+def test_stale_server_is_refused_with_the_reason_and_the_run_goes_cold(project, server):
+    before = _runs(server)
+    result = _pytest(project, {**server, "HF_PROBE_SETTING": "1"}, "-k", "fresh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "server not used (environment variables differ: HF_PROBE_SETTING" in result.stderr
+    assert _runs(server) == before and "forked" not in result.stdout
+
+
+def test_other_selections_never_use_the_server(project, server):
+    before = _runs(server)
+    result = _pytest(project, server, "-k", "fresh", "-m", "tier1 or tier2")  # the last -m wins
+    assert result.returncode == 0 and _runs(server) == before
+
+
+def test_no_server_and_a_dead_socket(project, tmp_path):
+    quiet = _pytest(project, _env(str(tmp_path)), "-k", "fresh")
+    assert quiet.returncode == 0 and "falsify.warm" not in quiet.stderr  # nothing running: cold, silently
+    import socket
+
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir)
+    path = Path(json.loads(_warm_status_or_path(env))["socket"])
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))  # a socket file nobody listens on (a server killed with -9)
+    dead.close()
+    result = _pytest(project, env, "-k", "fresh")
+    assert result.returncode == 0 and "no server answers" in result.stderr and not path.exists()
+    shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def _warm_status_or_path(env: dict) -> str:
+    code = "import json; from falsify import warm; print(json.dumps({'socket': str(warm.socket_path())}))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _wait_for(path: Path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written within {timeout} s")
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_caller_stops_its_run(project, server, tmp_path):
+    pid_file = tmp_path / "probe.pid"
+    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider", "-k", "sleep"],
+                              cwd=project, env={**server, "PROBE_PID_FILE": str(pid_file)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = int(_wait_for(pid_file))
+    assert run != caller.pid  # the test runs in the server's fork, not in the caller
+    caller.kill()
+    caller.wait()
+    assert _gone(run), f"run {run} kept going after its caller was killed"
+
+
+def test_ctrl_c_reaches_the_run(project, server, tmp_path):
+    pid_file = tmp_path / "probe.pid"
+    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider", "-k", "sleep"],
+                              cwd=project, env={**server, "PROBE_PID_FILE": str(pid_file)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = int(_wait_for(pid_file))
+    caller.send_signal(signal.SIGINT)
+    out, _ = caller.communicate(timeout=60)
+    assert caller.returncode == 2, out  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in out and _gone(run)
+
+
+def test_a_run_killed_by_a_signal_reports_it(project, server):
+    result = _pytest(project, {**server, "PROBE_CRASH": "1"}, "-k", "crash")
+    assert result.returncode == 128 + signal.SIGKILL
+
+
+def test_status_reports_what_was_preloaded_and_nothing_of_the_project(server):
+    status = json.loads(_warm(["status", "--json"], server).stdout)
+    assert status["usable"] is True and status["why_not"] is None
+    assert {"torch", "transformers", "hypothesis", "pytest"} <= set(status["versions"])
+
+
+def test_preloading_refuses_project_modules():
+    """The guard that keeps stale project code out of every fork (shown by planting it)."""
+    code = "import trainer.config\nfrom falsify import warm\nwarm.preload()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0 and "project modules were preloaded: trainer, trainer.config" in result.stderr
+
+
+def test_probe_fails_when_the_server_leaks_its_own_copy(project, tmp_path):
+    """Planted defect: a server that does not forget the project's modules fails the fresh-import probe."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import falsify.warm
+        falsify.warm.purge_project_modules = lambda: None
+    """))
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir, PYTHONPATH=str(site))
+    assert _warm(["start", "--idle-timeout", "120"], env).returncode == 0
+    try:
+        result = _pytest(project, env, "-k", "fresh")
+        assert "forked from the warm interpreter" in result.stdout
+        assert result.returncode == 1 and "falsify.warm came from the server" in result.stdout
+    finally:
+        _warm(["stop"], env)
+        shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def test_idle_server_exits_and_removes_its_socket():
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir)
+    served = _warm(["serve", "--idle-timeout", "1"], env, timeout=120)
+    assert served.returncode == 0, served.stderr
+    assert "exiting: idle for 1 s" in served.stderr and not any(Path(warm_dir).glob("*.sock"))
+    shutil.rmtree(warm_dir, ignore_errors=True)
