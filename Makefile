@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORPUS := experiments/corpus
 SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -v '^#' trainer/corpus_crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
 
-.PHONY: setup system venv corpus train report test tier1 tier2 tier3 lint bench clean
+.PHONY: setup system venv corpus train report test tier1 tier2 tier3 lint bench bench-tier1 clean
 
 setup: system venv
 
@@ -50,8 +50,18 @@ test: setup corpus
 	$(BIN)/python -m pytest -m "not tier3" -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-tier1 tier2 tier3: setup
+## Tier 1 on save: through the warm interpreter (started if it is not running; README, "Tiers").
+tier1: $(BIN)/python
+	$(BIN)/python -m falsify.warm start
+	$(BIN)/python -m pytest -m tier1
+
+tier2 tier3: setup
 	$(BIN)/python -m pytest -m $@
+
+## Cold against warm `pytest -m tier1`, alternating; writes reports/bench/tier1.json.
+bench-tier1: $(BIN)/python
+	$(BIN)/python -m falsify.warm start
+	$(BIN)/python -m falsify.tier1_bench --runs 5 --json reports/bench/tier1.json
 
 ## Peer benchmark (a script, not a test): our loop vs TRL's SFTTrainer, packing, MFU.
 ## Writes reports/bench/results.{json,md}. BENCH_ARGS=--quick for the short version.

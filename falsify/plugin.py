@@ -62,9 +62,8 @@ def pytest_cmdline_main(config):
 def pytest_report_header(config):
     from falsify import warm
 
-    forked = os.environ.get(warm.FORKED_ENV)
-    if forked:
-        info = json.loads(forked)
+    info = json.loads(os.environ.get(warm.FORKED_ENV, "{}"))
+    if info.get("pid") == os.getpid():  # not in the run's own subprocesses, which start cold
         return (f"falsify: forked from the warm interpreter (pid {info['server']}; preloaded "
                 f"{', '.join(info['preloaded'])} in {info['preload_s']} s; FALSIFY_WARM=0 runs cold)")
     return None

@@ -46,6 +46,7 @@ IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "CUDA", "NVIDIA", "OMP_", "MKL"
 SERVED_MARKEXPR = "tier1"
 FORKED_ENV = "FALSIFY_WARM_FORKED"  # set in a forked run: its header says so, and it never hands off again
 DEFAULT_IDLE_S = 3600
+PID_REPLY_S = 10.0
 QUIET_REWRITE = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
 
 
@@ -156,8 +157,13 @@ def handoff(args: list[str], cwd: Path) -> int | None:
         _send(sock, {"op": "run", "args": args, "cwd": str(cwd), "env": dict(os.environ), "sys_path": sys.path,
                      "key": environment_key()}, fds)
         buffer = bytearray()
-        reply, _ = _recv(sock, buffer)
-        if reply is None or "refused" in (reply or {}):
+        sock.settimeout(PID_REPLY_S)  # a healthy server forks at once; a stuck one must not hang the save
+        try:
+            reply, _ = _recv(sock, buffer)
+        except socket.timeout:
+            reply = {"refused": f"no answer within {PID_REPLY_S:.0f} s"}
+        sock.settimeout(None)
+        if reply is None or "refused" in reply:
             why = reply["refused"] if reply else "it closed the connection"
             print(f"falsify.warm: server not used ({why}); running cold. "
                   "Restart it with: python -m falsify.warm start", file=sys.stderr)
@@ -236,6 +242,12 @@ def serve(idle_timeout: float) -> int:
     One selector waits on the listening socket, each caller's connection (EOF: the caller was
     killed, so its run is stopped) and each child's pidfd (readable: it exited).
     """
+    try:
+        running = request("status")
+    except WarmError:
+        running = None
+    if running:
+        raise WarmError(f"a warm interpreter is already running for {sys.prefix} (pid {running['pid']}); stop it first")
     key = environment_key()  # the conditions of the imports (torch itself sets variables while importing)
     started = time.time()
     versions = preload()
@@ -347,6 +359,10 @@ def _handle(conn: socket.socket, state: dict, server_fds: list) -> int | None:
     pid = os.fork()
     if pid == 0:
         _child(req, fds, [conn, *server_fds], state)  # never returns
+    try:
+        os.setpgid(pid, pid)  # as the child does: whichever runs first, the run has its group before any kill
+    except OSError:
+        pass
     for fd in fds:
         os.close(fd)
     state["runs"] += 1
@@ -368,7 +384,7 @@ def _child(req: dict, fds: list[int], server_fds: list, state: dict) -> None:
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
-        os.environ[FORKED_ENV] = json.dumps({"server": state["pid"], "preload_s": state["preload_s"],
+        os.environ[FORKED_ENV] = json.dumps({"pid": os.getpid(), "server": state["pid"], "preload_s": state["preload_s"],
                                              "preloaded": list(state["versions"])})
         sys.argv = ["pytest", *req["args"]]
         sys.path[:] = req["sys_path"]
@@ -451,7 +467,7 @@ def start(idle_timeout: float, wait_s: float = 120.0) -> dict:
         pass
     path = socket_path()
     log = path.with_suffix(".log")
-    with open(log, "ab") as log_file:
+    with open(log, "wb") as log_file:  # one log a server
         proc = subprocess.Popen([sys.executable, "-m", "falsify.warm", "serve", "--idle-timeout", str(idle_timeout)],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
                                 cwd="/")

@@ -255,3 +255,9 @@ def test_idle_server_exits_and_removes_its_socket():
     assert served.returncode == 0, served.stderr
     assert "exiting: idle for 1 s" in served.stderr and not any(Path(warm_dir).glob("*.sock"))
     shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def test_a_second_server_is_refused(server):
+    second = _warm(["serve"], server)
+    assert second.returncode == 1 and "already running" in second.stderr
+    assert json.loads(_warm(["status", "--json"], server).stdout)["usable"] is True
