@@ -5,6 +5,7 @@ marked with its tier (and `gpu` when it needs CUDA). A contract that fails to lo
 becomes one failing item naming the file, line and field; the rest of the suite runs.
 `--falsify-results FILE` writes every falsifier outcome with its observed evidence as
 JSON, for the scorecard (machine-readable; nothing scrapes pytest's text).
+`pytest -m tier1` hands itself to the warm interpreter when one runs (falsify/warm.py).
 """
 
 from __future__ import annotations
