@@ -50,28 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     except warm.WarmError as exc:
         print(f"error: {exc}; start it with: python -m falsify.warm start", file=sys.stderr)
         return 2
-    cold, hot, summaries = [], [], set()
-    for i in range(args.runs):
-        for label, series in (("cold", cold), ("warm", hot)):
-            wall, summary, rc, forked = run_once(cold=label == "cold")
-            if forked != (label == "warm"):
-                print(f"error: the {label} run was {'not ' if label == 'warm' else ''}forked: {summary}", file=sys.stderr)
-                return 2
-            series.append(wall)
-            summaries.add((summary, rc))
-            print(f"pair {i + 1} {label}: {wall:6.2f} s  ({summary}, exit {rc})")
-    back_to_back = []  # the on-save pattern: warm runs one after another, nothing cold in between
-    for i in range(args.runs):
-        wall, summary, rc, forked = run_once(cold=False)
-        if not forked:
-            print("error: a back-to-back warm run was not forked", file=sys.stderr)
+    # Cold and warm alternate; then warm runs back to back, as on consecutive saves.
+    series: dict[str, list[float]] = {"cold": [], "warm": [], "back-to-back warm": []}
+    schedule = [(f"pair {i + 1}", name) for i in range(args.runs) for name in ("cold", "warm")]
+    schedule += [(f"run {i + 1}", "back-to-back warm") for i in range(args.runs)]
+    summaries = set()
+    for step, name in schedule:
+        cold = name == "cold"
+        wall, summary, rc, served = run_once(cold)
+        if served == cold:
+            print(f"error: the {name} run was {'' if cold else 'not '}served by the warm interpreter: {summary}",
+                  file=sys.stderr)
             return 2
-        back_to_back.append(wall)
+        series[name].append(wall)
         summaries.add((summary, rc))
-        print(f"back-to-back warm {i + 1}: {wall:6.2f} s  ({summary}, exit {rc})")
+        print(f"{name} {step}: {wall:6.2f} s  ({summary}, exit {rc})")
     if len(summaries) != 1:
         print(f"error: cold and warm runs disagree: {sorted(summaries)}", file=sys.stderr)
         return 1
+    cold, hot, back_to_back = series["cold"], series["warm"], series["back-to-back warm"]
     med_cold, med_warm, med_b2b = statistics.median(cold), statistics.median(hot), statistics.median(back_to_back)
     print(f"median cold {med_cold:.2f} s, warm {med_warm:.2f} s (alternating): warm is {med_cold / med_warm:.2f}x faster; "
           f"back-to-back warm {med_b2b:.2f} s (server pid {status['pid']}, preloaded in {status['preload_s']} s; "

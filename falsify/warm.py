@@ -301,7 +301,7 @@ def serve(idle_timeout: float) -> int:
                     _log(f"child {pid} exited with {code} after {time.monotonic() - t0:.2f} s")
                     selector.unregister(pidfd)
                     os.close(pidfd)
-                    if _registered(selector, conn):
+                    if conn in selector.get_map():  # still registered: its caller is waiting
                         selector.unregister(conn)
                         try:
                             _send(conn, {"exit": code})
@@ -318,14 +318,6 @@ def serve(idle_timeout: float) -> int:
             path.unlink()
     _log(f"exiting: {stopping[0] if stopping else 'error'}")
     return 0
-
-
-def _registered(selector, fileobj) -> bool:
-    try:
-        selector.get_key(fileobj)
-        return True
-    except KeyError:
-        return False
 
 
 def _inode(path: Path) -> int | None:

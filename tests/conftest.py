@@ -16,15 +16,9 @@ from falsify.checks.fixtures import run_config, rust_pairs, write_jsonl  # share
 @pytest.fixture(scope="session", autouse=True)
 def no_developer_warm_interpreter(tmp_path_factory):
     """The tests' own `pytest -m tier1` subprocesses must not reach a warm interpreter the developer started."""
-    import os
-
-    before = os.environ.get("FALSIFY_WARM_DIR")
-    os.environ["FALSIFY_WARM_DIR"] = str(tmp_path_factory.mktemp("warm-none"))
-    yield
-    if before is None:
-        os.environ.pop("FALSIFY_WARM_DIR")
-    else:
-        os.environ["FALSIFY_WARM_DIR"] = before
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FALSIFY_WARM_DIR", str(tmp_path_factory.mktemp("warm-none")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -152,7 +152,7 @@ def test_no_server_and_a_dead_socket(project, tmp_path):
 
     warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
     env = _env(warm_dir)
-    path = Path(json.loads(_warm_status_or_path(env))["socket"])
+    path = _socket_path(env)
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(path))  # a socket file nobody listens on (a server killed with -9)
     dead.close()
@@ -161,9 +161,10 @@ def test_no_server_and_a_dead_socket(project, tmp_path):
     shutil.rmtree(warm_dir, ignore_errors=True)
 
 
-def _warm_status_or_path(env: dict) -> str:
-    code = "import json; from falsify import warm; print(json.dumps({'socket': str(warm.socket_path())}))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+def _socket_path(env: dict) -> Path:
+    code = "from falsify import warm; print(warm.socket_path())"
+    return Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip())
 
 
 def _wait_for(path: Path, timeout: float = 60) -> str:
