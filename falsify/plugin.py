@@ -5,7 +5,9 @@ marked with its tier (and `gpu` when it needs CUDA). A contract that fails to lo
 becomes one failing item naming the file, line and field; the rest of the suite runs.
 `--falsify-results FILE` writes every falsifier outcome with its observed evidence as
 JSON, for the scorecard (machine-readable; nothing scrapes pytest's text).
-`pytest -m tier1` hands itself to the warm interpreter when one runs (falsify/warm.py).
+`pytest -m tier1` hands itself to the warm interpreter, starting one for the next run when
+none is there (falsify/warm.py); a run forked from it spreads its items over the cores
+(falsify/split.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--contracts", action="append", default=[], metavar="PATH",
                     help="contract file or directory to collect (besides contracts/ dirs on the command line)")
     group.addoption("--falsify-results", metavar="FILE", help="write falsifier outcomes and evidence as JSON")
+    from falsify import split
+
+    split.add_option(parser)
 
 
 def pytest_configure(config) -> None:
@@ -51,20 +56,44 @@ def pytest_configure(config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-    """`pytest -m tier1` runs in a fork of the warm interpreter when one is running (falsify/warm.py)."""
+    """`pytest -m tier1` runs in a fork of the warm interpreter (falsify/warm.py).
+
+    FALSIFY_WARM unset: use the server, or start one in the background for the next run;
+    `use`: use one that runs, never start one; `0`: always run in this process.
+    """
     from falsify import warm
 
+    mode = os.environ.get("FALSIFY_WARM", "auto")
+    if mode not in ("auto", "use", "0"):
+        raise pytest.UsageError(f"FALSIFY_WARM={mode!r}: expected unset, 'use' or '0'")
     if (config.option.markexpr.strip() != warm.SERVED_MARKEXPR or config.invocation_params.plugins
-            or warm.FORKED_ENV in os.environ or os.environ.get("FALSIFY_WARM") == "0"):
+            or warm.FORKED_ENV in os.environ or mode == "0"):
         return None
-    return warm.handoff(list(config.invocation_params.args), config.invocation_params.dir)
+    code = warm.handoff(list(config.invocation_params.args), config.invocation_params.dir, restarting=mode == "auto")
+    if code is None and mode == "auto":
+        warm.start_for_next_run()
+    return code
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """A run forked from the warm interpreter spreads its items over the cores (falsify/split.py)."""
+    from falsify import split
+
+    return split.runtestloop(session, forked=_forked_here())
+
+
+def _forked_here() -> bool:
+    from falsify import warm
+
+    return json.loads(os.environ.get(warm.FORKED_ENV, "{}")).get("pid") == os.getpid()
 
 
 def pytest_report_header(config):
-    from falsify import warm
+    if _forked_here():  # not in the run's own subprocesses, which start cold
+        from falsify import warm
 
-    info = json.loads(os.environ.get(warm.FORKED_ENV, "{}"))
-    if info.get("pid") == os.getpid():  # not in the run's own subprocesses, which start cold
+        info = json.loads(os.environ[warm.FORKED_ENV])
         return (f"falsify: forked from the warm interpreter (pid {info['server']}; preloaded "
                 f"{', '.join(info['preloaded'])} in {info['preload_s']} s; FALSIFY_WARM=0 runs cold)")
     return None
@@ -89,14 +118,25 @@ class ContractFile(pytest.File):
         try:
             contract = load_contract(self.path, known_rubric=_contracts.rubric_ids())
         except ContractError as exc:
-            yield ContractLoadError.from_parent(self, name=f"{self.path.name}::load", message=str(exc))
+            yield ContractLoadError.from_parent(self, name="load", message=str(exc))
             return
-        if not contract.active:
-            return
+        if contract.active:
+            yield ContractNode.from_parent(self, name=contract.id, contract=contract)
+
+
+class ContractNode(pytest.Collector):
+    """One contract: a level of its own, so `file.yaml::contract-id::FALSIFIER-ID` selects on the command line."""
+
+    def __init__(self, *, contract, **kwargs):
+        super().__init__(**kwargs)
+        self.contract = contract
+
+    def collect(self):
+        contract = self.contract
         for f in contract.falsifiers:
             for params in f.param_sets():
                 label = param_label(params)
-                name = f"{contract.id}::{f.id}" + (f"[{label}]" if label else "")
+                name = f.id + (f"[{label}]" if label else "")
                 item = FalsifierItem.from_parent(self, name=name, contract=contract, falsifier=f, params=params)
                 item.add_marker(getattr(pytest.mark, f.tier))
                 if "cuda" in f.requires:

@@ -1,12 +1,15 @@
-"""Wall time of `pytest -m tier1`, cold against warm, alternating in one invocation.
+"""Wall time of `pytest -m tier1`: cold, warm in one process, warm on all cores, interleaved.
 
     python -m falsify.tier1_bench [--runs 5] [--json FILE]
 
-A script, not a test (timings are never asserted): each pair runs the same command once
-with FALSIFY_WARM=0 (a fresh interpreter imports everything) and once through the warm
-interpreter (`python -m falsify.warm start` first); then as many warm runs back to back,
-as on consecutive saves. Every run must report the same outcomes. It prints every run,
-the medians and the ratio: quote medians, the machines are noisy.
+A script, not a test (timings are never asserted): each round runs the same command with
+FALSIFY_WARM=0 (a fresh interpreter imports everything), through the warm interpreter with
+`--falsify-jobs 1` (its items in the forked run's process), and through it as `pytest -m
+tier1` runs by default (items on one worker per core); then as many default runs back to
+back, as on consecutive saves. Start the server first (`python -m falsify.warm start`).
+Every run must report the same outcomes (the warnings count may differ: a warning raised
+once per process is raised once per worker). It prints every run, the medians and the
+ratios: quote medians, the machines are noisy.
 """
 
 from __future__ import annotations
@@ -25,19 +28,20 @@ from falsify import warm
 
 COMMAND = [sys.executable, "-m", "pytest", "-m", "tier1", "-q", "-p", "no:cacheprovider"]
 SUMMARY = re.compile(r"=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s")
+MODES = {"cold": ({"FALSIFY_WARM": "0"}, []), "warm, 1 process": ({"FALSIFY_WARM": "use"}, ["--falsify-jobs=1"]),
+         "warm": ({"FALSIFY_WARM": "use"}, [])}
 
 
-def run_once(cold: bool) -> tuple[float, str, int, bool]:
-    """(wall seconds, outcome summary, exit status, whether the warm interpreter served the run)."""
-    env = dict(os.environ)
-    if cold:
-        env["FALSIFY_WARM"] = "0"
+def run_once(mode: str) -> tuple[float, str, int, bool]:
+    """(wall seconds, outcome summary without the warnings count, exit status, whether the server ran it)."""
+    env, extra = MODES[mode.replace("back-to-back ", "")]
     served_before = warm.request("status")["runs"]
     t0 = time.perf_counter()
-    proc = subprocess.run(COMMAND, env=env, capture_output=True, text=True)
+    proc = subprocess.run(COMMAND + extra, env={**os.environ, **env}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     found = SUMMARY.findall(proc.stdout + proc.stderr)
-    return wall, (found[-1] if found else "no summary"), proc.returncode, warm.request("status")["runs"] > served_before
+    summary = re.sub(r", \d+ warnings?", "", found[-1]) if found else "no summary"
+    return wall, summary, proc.returncode, warm.request("status")["runs"] > served_before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,34 +54,34 @@ def main(argv: list[str] | None = None) -> int:
     except warm.WarmError as exc:
         print(f"error: {exc}; start it with: python -m falsify.warm start", file=sys.stderr)
         return 2
-    # Cold and warm alternate; then warm runs back to back, as on consecutive saves.
-    series: dict[str, list[float]] = {"cold": [], "warm": [], "back-to-back warm": []}
-    schedule = [(f"pair {i + 1}", name) for i in range(args.runs) for name in ("cold", "warm")]
+    # The three modes interleave (so that the machine's load hits them alike); then default runs back to back.
+    series: dict[str, list[float]] = {name: [] for name in (*MODES, "back-to-back warm")}
+    schedule = [(f"round {i + 1}", name) for i in range(args.runs) for name in MODES]
     schedule += [(f"run {i + 1}", "back-to-back warm") for i in range(args.runs)]
     summaries = set()
     for step, name in schedule:
         cold = name == "cold"
-        wall, summary, rc, served = run_once(cold)
+        wall, summary, rc, served = run_once(name)
         if served == cold:
             print(f"error: the {name} run was {'' if cold else 'not '}served by the warm interpreter: {summary}",
                   file=sys.stderr)
             return 2
-        series[name].append(wall)
+        series[name].append(round(wall, 3))
         summaries.add((summary, rc))
-        print(f"{name} {step}: {wall:6.2f} s  ({summary}, exit {rc})")
+        print(f"{name:>17} {step}: {wall:6.2f} s  ({summary}, exit {rc})")
     if len(summaries) != 1:
-        print(f"error: cold and warm runs disagree: {sorted(summaries)}", file=sys.stderr)
+        print(f"error: the runs disagree: {sorted(summaries)}", file=sys.stderr)
         return 1
-    cold, hot, back_to_back = series["cold"], series["warm"], series["back-to-back warm"]
-    med_cold, med_warm, med_b2b = statistics.median(cold), statistics.median(hot), statistics.median(back_to_back)
-    print(f"median cold {med_cold:.2f} s, warm {med_warm:.2f} s (alternating): warm is {med_cold / med_warm:.2f}x faster; "
-          f"back-to-back warm {med_b2b:.2f} s (server pid {status['pid']}, preloaded in {status['preload_s']} s; "
-          f"load average {os.getloadavg()[0]:.2f})")
+    medians = {name: round(statistics.median(times), 3) for name, times in series.items()}
+    print(f"medians: cold {medians['cold']:.2f} s, warm in 1 process {medians['warm, 1 process']:.2f} s, "
+          f"warm {medians['warm']:.2f} s, back-to-back warm {medians['back-to-back warm']:.2f} s")
+    print(f"ratios: cold / warm {medians['cold'] / medians['warm']:.2f}x; warm in 1 process / warm "
+          f"{medians['warm, 1 process'] / medians['warm']:.2f}x (server pid {status['pid']}, preloaded in "
+          f"{status['preload_s']} s; {len(os.sched_getaffinity(0))} usable cores; load average {os.getloadavg()[0]:.2f})")
     if args.json:
-        args.json.write_text(json.dumps({"command": COMMAND[1:], "cold_s": cold, "warm_s": hot, "back_to_back_warm_s": back_to_back,
-                                         "median_cold_s": med_cold, "median_warm_s": med_warm,
-                                         "median_back_to_back_warm_s": med_b2b, "outcome": sorted(summaries)[0][0],
-                                         "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"command": COMMAND[1:], "runs_s": series, "medians_s": medians,
+                                         "outcome": sorted(summaries)[0][0], "cpus": len(os.sched_getaffinity(0)),
+                                         "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
     return 0
 
 

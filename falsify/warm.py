@@ -11,13 +11,16 @@ The child's exit status becomes the run's exit status.
 
 This is the zygote pattern (Android, Ruby's Spring). multiprocessing's forkserver preloads
 modules too, but it lives only as long as its parent, and a pytest run is a new process.
-It is opt-in and visible: the run's header says it was forked; a server whose packages or
-import-time environment differ from the caller's refuses, says why, and the run goes cold.
+A `pytest -m tier1` that finds no server runs cold and starts one in the background for the
+next run, saying so (FALSIFY_WARM=0: never; FALSIFY_WARM=use: use one, never start one).
+It is visible: the run's header says it was forked; a server whose packages or import-time
+environment differ from the caller's refuses, says why, and the run goes cold.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import hashlib
 import importlib
@@ -47,6 +50,7 @@ SERVED_MARKEXPR = "tier1"
 FORKED_ENV = "FALSIFY_WARM_FORKED"  # set in a forked run: its header says so, and it never hands off again
 DEFAULT_IDLE_S = 3600
 PID_REPLY_S = 10.0
+STARTING_WAIT_S = 60.0  # a caller waits this long for a server that is still preloading
 QUIET_REWRITE = ["-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
 
 
@@ -61,6 +65,39 @@ def socket_path() -> Path:
     return root / (hashlib.sha256(sys.prefix.encode()).hexdigest()[:16] + ".sock")
 
 
+def lock_path() -> Path:
+    """Held (flock) by a server from its first instant to its exit: "starting or serving"."""
+    return socket_path().with_suffix(".lock")
+
+
+def holder() -> int | None:
+    """The pid of the server that holds this virtualenv's lock (still preloading, or serving), else None."""
+    try:
+        fd = os.open(lock_path(), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it
+    except BlockingIOError:
+        return int(os.read(fd, 32) or b"0")
+    finally:
+        os.close(fd)
+
+
+def _take_lock() -> int:
+    fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode() or "?"
+        os.close(fd)
+        raise WarmError(f"a warm interpreter is already running for {sys.prefix} (pid {pid}); stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def environment_key() -> dict:
     """What must match between the server and a caller for the preloaded modules to be the caller's."""
     import site
@@ -69,7 +106,7 @@ def environment_key() -> dict:
     packages = sorted(f"{d}/{name}" for d in installed if os.path.isdir(d) for name in os.listdir(d)
                       if name.endswith((".dist-info", ".egg-info", ".pth")))  # names carry the versions
     return {"server_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],  # this file, both sides
-            "python": sys.executable, "version": sys.version, "prefix": sys.prefix, "flags": repr(sys.flags),
+            "python": os.path.realpath(sys.executable), "version": sys.version, "prefix": sys.prefix, "flags": repr(sys.flags),
             "warnoptions": list(sys.warnoptions),
             "packages": hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16],
             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(IMPORT_TIME_ENV)}}
@@ -137,13 +174,14 @@ def request(op: str, **fields) -> dict:
 
 # --- the caller's side (called from the pytest plugin) ------------------------------------------------
 
-def handoff(args: list[str], cwd: Path) -> int | None:
+def handoff(args: list[str], cwd: Path, restarting: bool = False) -> int | None:
     """Run this pytest invocation in a fork of the warm server; None when there is none to use.
 
-    None means: run cold, in this process. Every reason except "no server" is printed.
+    None means: run cold, in this process. Every reason except "no server" is printed
+    (`restarting`: the caller replaces a stale server itself, so no hint to do it by hand).
     """
     path = socket_path()
-    if not path.exists():
+    if not path.exists() and not _wait_until_serving(path):
         return None
     try:
         sock = _connect(path)
@@ -155,6 +193,7 @@ def handoff(args: list[str], cwd: Path) -> int | None:
     fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
     with sock:
         _send(sock, {"op": "run", "args": args, "cwd": str(cwd), "env": dict(os.environ), "sys_path": sys.path,
+                     "executable": sys.executable, "argv0": sys.argv[0] if sys.argv else "pytest",
                      "key": environment_key()}, fds)
         buffer = bytearray()
         sock.settimeout(PID_REPLY_S)  # a healthy server forks at once; a stuck one must not hang the save
@@ -165,8 +204,8 @@ def handoff(args: list[str], cwd: Path) -> int | None:
         sock.settimeout(None)
         if reply is None or "refused" in reply:
             why = reply["refused"] if reply else "it closed the connection"
-            print(f"falsify.warm: server not used ({why}); running cold. "
-                  "Restart it with: python -m falsify.warm start", file=sys.stderr)
+            print(f"falsify.warm: server not used ({why}); running cold"
+                  + ("" if restarting else ". Restart it with: python -m falsify.warm start"), file=sys.stderr)
             return None
         child = reply["pid"]
         forward = lambda signum, frame: _kill(child, signum)  # noqa: E731  (Ctrl-C reaches the run)
@@ -181,6 +220,35 @@ def handoff(args: list[str], cwd: Path) -> int | None:
         return 3
     code = reply["exit"]
     return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports it
+
+
+def _wait_until_serving(path: Path) -> bool:
+    """A server still preloading (it holds the lock, its socket is not there yet) is worth waiting for."""
+    pid = holder()
+    if pid is None:
+        return False
+    print(f"falsify.warm: waiting for the warm interpreter to finish starting (pid {pid})", file=sys.stderr)
+    deadline = time.monotonic() + STARTING_WAIT_S
+    while not path.exists():
+        if holder() is None or time.monotonic() > deadline:
+            print(f"falsify.warm: it did not start within {STARTING_WAIT_S:.0f} s (log {path.with_suffix('.log')}); "
+                  "running cold", file=sys.stderr)
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def start_for_next_run() -> None:
+    """`pytest -m tier1` found no usable server: start one in the background (it preloads while
+    this run goes cold), so that the next run is warm."""
+    try:
+        pid = spawn(DEFAULT_IDLE_S)
+    except (OSError, WarmError) as exc:
+        print(f"falsify.warm: could not start a warm interpreter ({exc}); runs stay cold", file=sys.stderr)
+        return
+    print(f"falsify.warm: this run is cold; a warm interpreter is starting in the background (pid {pid}, log "
+          f"{socket_path().with_suffix('.log')}) for the next `pytest -m {SERVED_MARKEXPR}`. "
+          "FALSIFY_WARM=0 turns this off; `python -m falsify.warm stop` stops it.", file=sys.stderr)
 
 
 def _is_open(fd: int) -> bool:
@@ -242,12 +310,7 @@ def serve(idle_timeout: float) -> int:
     One selector waits on the listening socket, each caller's connection (EOF: the caller was
     killed, so its run is stopped) and each child's pidfd (readable: it exited).
     """
-    try:
-        running = request("status")
-    except WarmError:
-        running = None
-    if running:
-        raise WarmError(f"a warm interpreter is already running for {sys.prefix} (pid {running['pid']}); stop it first")
+    lock_fd = _take_lock()  # held until this process exits (its forks close their copy)
     key = environment_key()  # the conditions of the imports (torch itself sets variables while importing)
     started = time.time()
     versions = preload()
@@ -277,7 +340,7 @@ def serve(idle_timeout: float) -> int:
                 if kind == "listener":
                     conn, _ = listener.accept()
                     try:
-                        server_fds = [listener, selector, *(r[0] for r in runs.values()), *(r[1] for r in runs.values())]
+                        server_fds = [lock_fd, listener, selector, *(r[0] for r in runs.values()), *(r[1] for r in runs.values())]
                         pid = _handle(conn, state, server_fds)
                     except (OSError, ValueError) as exc:  # one caller's broken request must not stop the server
                         _log(f"request failed: {exc!r}")
@@ -378,13 +441,14 @@ def _child(req: dict, fds: list[int], server_fds: list, state: dict) -> None:
         os.environ.update(req["env"])
         os.environ[FORKED_ENV] = json.dumps({"pid": os.getpid(), "server": state["pid"], "preload_s": state["preload_s"],
                                              "preloaded": list(state["versions"])})
-        sys.argv = ["pytest", *req["args"]]
+        sys.argv = [req.get("argv0", "pytest"), *req["args"]]
+        sys.executable = req.get("executable", sys.executable)  # the same interpreter (the key compares real paths)
         sys.path[:] = req["sys_path"]
         _reopen_stdio()
         for s in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _reseed()
+        reseed()
         purge_project_modules()
         import pytest
 
@@ -407,7 +471,7 @@ def _child(req: dict, fds: list[int], server_fds: list, state: dict) -> None:
         os._exit(code)
 
 
-def _reseed() -> None:
+def reseed() -> None:
     """A fresh process draws new seeds (torch too, since 2.x); forks would share the server's."""
     import numpy
     import torch
@@ -446,39 +510,70 @@ def _log(message: str) -> None:
 
 # --- command line ----------------------------------------------------------------------------------------
 
+def spawn(idle_timeout: float) -> int:
+    """Start a server in the background, replacing a stale one; its pid (it is still preloading)."""
+    starting = holder()
+    try:
+        status = request("status")
+    except WarmError:
+        status = None
+    if status is not None:
+        if key_difference(status["key"], environment_key()) is None:
+            return status["pid"]
+        request("stop")
+        _wait_gone(Path(status["socket"]))
+    elif starting is not None:
+        return starting
+    path = socket_path()
+    with open(path.with_suffix(".log"), "wb") as log_file:  # one log a server
+        proc = subprocess.Popen([sys.executable, "-m", "falsify.warm", "serve", "--idle-timeout", str(idle_timeout)],
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+                                cwd="/")
+    return proc.pid
+
+
 def start(idle_timeout: float, wait_s: float = 120.0) -> dict:
     """Start a server in the background (replacing a stale one) and wait until it answers."""
     try:
         status = request("status")
-        why = key_difference(status["key"], environment_key())
-        if why is None:
+        if key_difference(status["key"], environment_key()) is None:
             return status | {"already_running": True}
-        request("stop")
-        _wait_gone(Path(status["socket"]))
     except WarmError:
         pass
-    path = socket_path()
-    log = path.with_suffix(".log")
-    with open(log, "wb") as log_file:  # one log a server
-        proc = subprocess.Popen([sys.executable, "-m", "falsify.warm", "serve", "--idle-timeout", str(idle_timeout)],
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
-                                cwd="/")
+    pid = spawn(idle_timeout)
+    log = socket_path().with_suffix(".log")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise WarmError(f"the warm interpreter exited with {proc.returncode} while starting: {tail[0]} (log {log})")
         try:
-            return request("status")
+            status = request("status")
+            if status["pid"] == pid:
+                return status
         except WarmError:
-            time.sleep(0.2)
-    proc.terminate()
+            pass
+        if not _alive(pid):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise WarmError(f"the warm interpreter exited while starting: {tail[0]} (log {log})")
+        time.sleep(0.2)
+    _kill(pid, signal.SIGTERM)
     raise WarmError(f"the warm interpreter did not answer within {wait_s:.0f} s (log {log})")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _wait_gone(path: Path, wait_s: float = 10.0) -> None:
+    """Until the stopped server's socket is gone and its lock released (it has exited)."""
     deadline = time.monotonic() + wait_s
-    while path.exists() and time.monotonic() < deadline:
+    while (path.exists() or holder() is not None) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

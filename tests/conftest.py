@@ -15,9 +15,11 @@ from falsify.checks.fixtures import run_config, rust_pairs, write_jsonl  # share
 
 @pytest.fixture(scope="session", autouse=True)
 def no_developer_warm_interpreter(tmp_path_factory):
-    """The tests' own `pytest -m tier1` subprocesses must not reach a warm interpreter the developer started."""
+    """The tests' own `pytest -m tier1` runs must not reach a warm interpreter the developer started,
+    nor start one (FALSIFY_WARM=use); tests/test_warm.py starts its own where it needs them."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FALSIFY_WARM_DIR", str(tmp_path_factory.mktemp("warm-none")))
+        mp.setenv("FALSIFY_WARM", "use")
         yield
 
 

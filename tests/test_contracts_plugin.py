@@ -51,6 +51,17 @@ def test_items_are_named_marked_and_pass(pytester):
     result.stdout.fnmatch_lines(["*demo-v1::FALSIFY-DEMO-001?rule=C-HP-003,expect=warn,*PASSED*"])
 
 
+def test_nodeids_select_a_contract_a_falsifier_or_one_param_set(pytester):
+    """The ids printed in a report can be pasted back on the command line (as for any pytest test)."""
+    write(pytester, "demo.yaml", GOOD)
+    listed = pytester.runpytest("contracts", "--collect-only", "-q", "-p", "no:cacheprovider").stdout.lines
+    one = next(line for line in listed if "expect=ok" in line)
+    assert one.startswith("contracts/demo.yaml::demo-v1::FALSIFY-DEMO-001[")
+    for selector, count in ((one, 1), ("contracts/demo.yaml::demo-v1::FALSIFY-DEMO-001", 2),
+                            ("contracts/demo.yaml::demo-v1", 2)):
+        pytester.runpytest(selector, "-p", "no:cacheprovider").assert_outcomes(passed=count)
+
+
 def test_failure_shows_claim_prediction_observed_and_if_fails(pytester):
     write(pytester, "demo.yaml", GOOD.replace("expect: warn", "expect: ok", 1))
     result = pytester.runpytest("contracts", "-p", "no:cacheprovider")

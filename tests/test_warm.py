@@ -41,13 +41,14 @@ falsifiers:
     if_fails: the rule is not applied.
 """
 PROBES = """\
-import os, signal, time
+import json, os, signal, time
 import pytest
 
 @pytest.mark.tier1
 def test_fresh_project_code():
     import falsify.warm
-    assert falsify.warm.LOADED_IN_PID == os.getpid(), "falsify.warm came from the server, not from disk"
+    run = json.loads(os.environ.get("FALSIFY_WARM_FORKED", "{}")).get("pid", os.getpid())  # a split run's workers: their parent
+    assert falsify.warm.LOADED_IN_PID in (os.getpid(), run), "falsify.warm came from the server, not from disk"
 
 @pytest.mark.tier1
 def test_sleep_probe():
@@ -66,9 +67,8 @@ SUMMARY = re.compile(r"(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s")
 
 
 def _env(warm_dir: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "FALSIFY_WARM"}
-    env.update(FALSIFY_WARM_DIR=warm_dir, **extra)
-    return env
+    """Use a server in `warm_dir`, never start one (FALSIFY_WARM=use; the auto-start test unsets it)."""
+    return {**os.environ, "FALSIFY_WARM_DIR": warm_dir, "FALSIFY_WARM": "use", **extra}
 
 
 def _warm(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -111,9 +111,11 @@ def _runs(env: dict) -> int:
     return json.loads(_warm(["status", "--json"], env).stdout)["runs"]
 
 
-def test_warm_run_gives_the_cold_outcomes(project, server, tmp_path):
+@pytest.mark.parametrize("jobs", ["auto", "2"])  # auto: too few items to split; 2: on two forked workers
+def test_warm_run_gives_the_cold_outcomes(project, server, tmp_path, jobs):
     before = _runs(server)
-    warm = _pytest(project, server, "--falsify-results", str(tmp_path / "warm.json"))
+    warm = _pytest(project, server, "--falsify-results", str(tmp_path / "warm.json"), f"--falsify-jobs={jobs}")
+    assert ("items on 2 worker processes" in warm.stdout) == (jobs == "2")
     cold = _pytest(project, {**server, "FALSIFY_WARM": "0"}, "--falsify-results", str(tmp_path / "cold.json"))
     assert _runs(server) == before + 1, "exactly the warm run went through the server"
     assert "forked from the warm interpreter" in warm.stdout and "forked" not in cold.stdout
@@ -129,6 +131,15 @@ def test_project_code_is_imported_from_disk_in_each_run(project, server):
     result = _pytest(project, server, "-k", "fresh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "forked from the warm interpreter" in result.stdout
+
+
+def test_the_pytest_command_uses_the_server(project, server):
+    """`pytest` (the console script, whose interpreter path differs from sys.executable's) is served too."""
+    script = Path(sys.executable).parent / "pytest"
+    result = subprocess.run([str(script), "-m", "tier1", "-p", "no:cacheprovider", "-k", "fresh"], cwd=project,
+                            env=server, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forked from the warm interpreter" in result.stdout, result.stderr
 
 
 def test_stale_server_is_refused_with_the_reason_and_the_run_goes_cold(project, server):
@@ -187,9 +198,14 @@ def _gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-def test_killed_caller_stops_its_run(project, server, tmp_path):
+SLEEP_SELECTIONS = {"serial": ["-k", "sleep"], "split": ["-k", "sleep or fresh", "--falsify-jobs=2"]}
+
+
+@pytest.mark.parametrize("selection", SLEEP_SELECTIONS)
+def test_killed_caller_stops_its_run(project, server, tmp_path, selection):
     pid_file = tmp_path / "probe.pid"
-    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider", "-k", "sleep"],
+    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider",
+                               *SLEEP_SELECTIONS[selection]],
                               cwd=project, env={**server, "PROBE_PID_FILE": str(pid_file)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = int(_wait_for(pid_file))
@@ -199,9 +215,11 @@ def test_killed_caller_stops_its_run(project, server, tmp_path):
     assert _gone(run), f"run {run} kept going after its caller was killed"
 
 
-def test_ctrl_c_reaches_the_run(project, server, tmp_path):
+@pytest.mark.parametrize("selection", SLEEP_SELECTIONS)
+def test_ctrl_c_reaches_the_run(project, server, tmp_path, selection):
     pid_file = tmp_path / "probe.pid"
-    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider", "-k", "sleep"],
+    caller = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "tier1", "-p", "no:cacheprovider",
+                               *SLEEP_SELECTIONS[selection]],
                               cwd=project, env={**server, "PROBE_PID_FILE": str(pid_file)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = int(_wait_for(pid_file))
@@ -262,3 +280,58 @@ def test_a_second_server_is_refused(server):
     second = _warm(["serve"], server)
     assert second.returncode == 1 and "already running" in second.stderr
     assert json.loads(_warm(["status", "--json"], server).stdout)["usable"] is True
+
+
+def test_a_cold_run_starts_a_server_for_the_next_one(project):
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = {k: v for k, v in _env(warm_dir).items() if k != "FALSIFY_WARM"}  # the default: auto-start
+    try:
+        first = _pytest(project, env, "-k", "fresh")
+        assert first.returncode == 0 and "forked" not in first.stdout
+        assert "this run is cold; a warm interpreter is starting in the background" in first.stderr
+        second = _pytest(project, env, "-k", "fresh")  # may wait for the preloading server: never cold again
+        assert second.returncode == 0 and "forked from the warm interpreter" in second.stdout, second.stderr
+        assert "starting in the background" not in second.stderr
+        other = {**env, "HF_PROBE_SETTING": "1"}  # another import-time environment: the server is replaced
+        stale = _pytest(project, other, "-k", "fresh")
+        assert "server not used (environment variables differ: HF_PROBE_SETTING" in stale.stderr
+        assert "starting in the background" in stale.stderr and "Restart it with" not in stale.stderr
+        replaced = _pytest(project, other, "-k", "fresh")
+        assert replaced.returncode == 0 and "forked from the warm interpreter" in replaced.stdout, replaced.stderr
+        off = _pytest(project, {**env, "FALSIFY_WARM": "0"}, "-k", "fresh")
+        assert off.returncode == 0 and "forked" not in off.stdout and "falsify.warm" not in off.stderr
+    finally:
+        _warm(["stop"], env)
+        _wait_gone(env)
+        shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def _wait_gone(env: dict) -> None:
+    code = "from falsify import warm; import sys; sys.exit(warm.holder() is not None)"
+    deadline = time.monotonic() + 15
+    while subprocess.run([sys.executable, "-c", code], env=env).returncode and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_caller_waits_for_a_starting_server_and_not_for_a_dead_one(project, tmp_path):
+    """A process holding the lock without a socket is "starting": the run waits, and goes cold once it is gone."""
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir)
+    lock = _socket_path(env).with_suffix(".lock")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import fcntl, os, sys, time
+        fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, str(os.getpid()).encode())
+        print("locked", flush=True)
+        time.sleep(2)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = _pytest(project, env, "-k", "fresh")
+        assert f"waiting for the warm interpreter to finish starting (pid {holder.pid})" in result.stderr
+        assert "it did not start" in result.stderr and result.returncode == 0 and "forked" not in result.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(warm_dir, ignore_errors=True)
