@@ -602,7 +602,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{status['idle_timeout_s']:.0f} s idle")
             return 0
         if args.command == "stop":
-            print(f"stopped warm interpreter pid {request('stop')['stopped']}")
+            pid = request("stop")["stopped"]
+            _wait_gone(socket_path())  # so that a `start` right after never meets the exiting server
+            print(f"stopped warm interpreter pid {pid}" + ("" if holder() is None else " (it is still exiting)"))
             return 0
         status = request("status")
         why = key_difference(status["key"], environment_key())

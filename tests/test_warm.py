@@ -335,3 +335,20 @@ def test_a_caller_waits_for_a_starting_server_and_not_for_a_dead_one(project, tm
         holder.kill()
         holder.wait()
         shutil.rmtree(warm_dir, ignore_errors=True)
+
+
+def test_start_right_after_stop_gets_a_new_server():
+    """`stop` returns once the server has exited, so a `start` right after never mistakes it for a starting one."""
+    warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
+    env = _env(warm_dir)
+    try:
+        assert _warm(["start", "--idle-timeout", "120"], env).returncode == 0
+        first = json.loads(_warm(["status", "--json"], env).stdout)["pid"]
+        stopped = _warm(["stop"], env)
+        assert stopped.returncode == 0 and f"stopped warm interpreter pid {first}" in stopped.stdout
+        restarted = _warm(["start", "--idle-timeout", "120"], env)
+        assert restarted.returncode == 0, restarted.stderr
+        assert json.loads(_warm(["status", "--json"], env).stdout)["pid"] != first
+    finally:
+        _warm(["stop"], env)
+        shutil.rmtree(warm_dir, ignore_errors=True)
