@@ -27,7 +27,12 @@ def test_records_its_process(n, tmp_path):
     time.sleep(0.1)
     print("captured output", n)
     (tmp_path / "pid").write_text(str(os.getpid()))
-    open(os.environ["PROBE_PIDS"], "a").write(f"{os.getpid()}\\n")
+    pids = os.environ["PROBE_PIDS"]
+    open(pids, "a").write(f"{os.getpid()}\\n")
+    deadline = time.monotonic() + 60
+    while os.environ.get("PROBE_BARRIER") and len(set(open(pids).read().split())) < 2:
+        assert time.monotonic() < deadline, "no second process took a probe"  # it would, if there were one
+        time.sleep(0.05)
 
 def test_fails():
     assert 1 == 2, "planted failure"
@@ -69,8 +74,9 @@ def run(pytester, jobs: int, *args: str):
     return result, lines, evidence, pids
 
 
-def test_split_run_reports_what_a_serial_run_reports(probes):
+def test_split_run_reports_what_a_serial_run_reports(probes, monkeypatch):
     serial, serial_lines, serial_evidence, serial_pids = run(probes, 1)
+    monkeypatch.setenv("PROBE_BARRIER", "1")  # a probe waits for one in another process: both workers take some
     split, split_lines, split_evidence, split_pids = run(probes, 2)
     assert len(serial_pids) == 1 and len(split_pids) == 2, "the items really ran in two workers"
     assert "items on 2 worker processes forked from this run (--falsify-jobs 2" in split.stdout.str()
