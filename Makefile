@@ -58,7 +58,7 @@ tier1: $(BIN)/python
 tier2 tier3: setup
 	$(BIN)/python -m pytest -m $@
 
-## Cold against warm `pytest -m tier1`, alternating; writes reports/bench/tier1.json.
+## `pytest -m tier1` cold, warm in one process and warm on all cores, interleaved; writes reports/bench/tier1.json.
 bench-tier1: $(BIN)/python
 	$(BIN)/python -m falsify.warm start
 	$(BIN)/python -m falsify.tier1_bench --runs 5 --json reports/bench/tier1.json

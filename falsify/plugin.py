@@ -80,20 +80,21 @@ def pytest_runtestloop(session):
     """A run forked from the warm interpreter spreads its items over the cores (falsify/split.py)."""
     from falsify import split
 
-    return split.runtestloop(session, forked=_forked_here())
+    return split.runtestloop(session, forked=_fork_info() is not None)
 
 
-def _forked_here() -> bool:
+def _fork_info() -> dict | None:
+    """What the warm interpreter told this process when it forked it; None in any other process
+    (the run's own subprocesses inherit the variable, but they start cold)."""
     from falsify import warm
 
-    return json.loads(os.environ.get(warm.FORKED_ENV, "{}")).get("pid") == os.getpid()
+    info = json.loads(os.environ.get(warm.FORKED_ENV, "{}"))
+    return info if info.get("pid") == os.getpid() else None
 
 
 def pytest_report_header(config):
-    if _forked_here():  # not in the run's own subprocesses, which start cold
-        from falsify import warm
-
-        info = json.loads(os.environ[warm.FORKED_ENV])
+    info = _fork_info()
+    if info is not None:
         return (f"falsify: forked from the warm interpreter (pid {info['server']}; preloaded "
                 f"{', '.join(info['preloaded'])} in {info['preload_s']} s; FALSIFY_WARM=0 runs cold)")
     return None

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from falsify.warm import reseed, send_signal
+
 QUEUE_WORD = 2  # bytes per item index in the queue pipe (<= PIPE_BUF, so one read takes exactly one)
 MIN_ITEMS_PER_WORKER = 4  # below this, forking and replaying costs more than it saves
 MAX_WORKERS = 4
@@ -133,7 +135,7 @@ class Coordinator:
         finally:  # stopped early (-x, Ctrl-C, an error here): no worker outlives the run
             for w in self.workers:
                 if not w.reaped:
-                    _kill(w.pid)
+                    send_signal(w.pid, signal.SIGKILL)
                     _reap(w)
                 w.stream.close()
 
@@ -257,8 +259,6 @@ def _work(session, queue_fd: int, out_fd: int, n_workers: int) -> None:
             capture.suspend_global_capture()
         forwarder = _Forwarder(config, out_fd)
         manager.register(forwarder, "falsify-split-forwarder")
-        from falsify.warm import reseed
-
         reseed()  # a fresh process draws new seeds; forks would share them
         _share_cores(n_workers)
         items = session.items
@@ -316,13 +316,6 @@ def _warning(event: dict):
     except (ImportError, AttributeError, ValueError):
         category = UserWarning
     return warnings.WarningMessage(category(event["message"]), category, event["filename"], event["lineno"])
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(worker: Worker) -> int | None:

@@ -34,7 +34,7 @@ MODES = {"cold": ({"FALSIFY_WARM": "0"}, []), "warm, 1 process": ({"FALSIFY_WARM
 
 def run_once(mode: str) -> tuple[float, str, int, bool]:
     """(wall seconds, outcome summary without the warnings count, exit status, whether the server ran it)."""
-    env, extra = MODES[mode.replace("back-to-back ", "")]
+    env, extra = MODES[mode]
     served_before = warm.request("status")["runs"]
     t0 = time.perf_counter()
     proc = subprocess.run(COMMAND + extra, env={**os.environ, **env}, capture_output=True, text=True)
@@ -46,7 +46,7 @@ def run_once(mode: str) -> tuple[float, str, int, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="pairs of runs (default 5)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds of the three modes, then as many back-to-back runs (default 5)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
     try:
@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The three modes interleave (so that the machine's load hits them alike); then default runs back to back.
     series: dict[str, list[float]] = {name: [] for name in (*MODES, "back-to-back warm")}
-    schedule = [(f"round {i + 1}", name) for i in range(args.runs) for name in MODES]
-    schedule += [(f"run {i + 1}", "back-to-back warm") for i in range(args.runs)]
+    schedule = [(f"round {i + 1}", name, name) for i in range(args.runs) for name in MODES]
+    schedule += [(f"run {i + 1}", "back-to-back warm", "warm") for i in range(args.runs)]
     summaries = set()
-    for step, name in schedule:
-        cold = name == "cold"
-        wall, summary, rc, served = run_once(name)
+    for step, name, mode in schedule:
+        cold = mode == "cold"
+        wall, summary, rc, served = run_once(mode)
         if served == cold:
             print(f"error: the {name} run was {'' if cold else 'not '}served by the warm interpreter: {summary}",
                   file=sys.stderr)

@@ -208,7 +208,7 @@ def handoff(args: list[str], cwd: Path, restarting: bool = False) -> int | None:
                   + ("" if restarting else ". Restart it with: python -m falsify.warm start"), file=sys.stderr)
             return None
         child = reply["pid"]
-        forward = lambda signum, frame: _kill(child, signum)  # noqa: E731  (Ctrl-C reaches the run)
+        forward = lambda signum, frame: send_signal(child, signum)  # noqa: E731  (Ctrl-C reaches the run)
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             reply, _ = _recv(sock, buffer)
@@ -242,7 +242,7 @@ def start_for_next_run() -> None:
     """`pytest -m tier1` found no usable server: start one in the background (it preloads while
     this run goes cold), so that the next run is warm."""
     try:
-        pid = spawn(DEFAULT_IDLE_S)
+        pid, _ = spawn(DEFAULT_IDLE_S)
     except (OSError, WarmError) as exc:
         print(f"falsify.warm: could not start a warm interpreter ({exc}); runs stay cold", file=sys.stderr)
         return
@@ -259,7 +259,8 @@ def _is_open(fd: int) -> bool:
         return False
 
 
-def _kill(pid: int, signum: int) -> None:
+def send_signal(pid: int, signum: int) -> None:
+    """os.kill, where a process that has already gone is not an error."""
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
@@ -510,8 +511,11 @@ def _log(message: str) -> None:
 
 # --- command line ----------------------------------------------------------------------------------------
 
-def spawn(idle_timeout: float) -> int:
-    """Start a server in the background, replacing a stale one; its pid (it is still preloading)."""
+def spawn(idle_timeout: float) -> tuple[int, bool]:
+    """Start a server in the background, replacing a stale one: (its pid, whether it was there already).
+
+    A new one is still preloading when this returns.
+    """
     starting = holder()
     try:
         status = request("status")
@@ -519,42 +523,36 @@ def spawn(idle_timeout: float) -> int:
         status = None
     if status is not None:
         if key_difference(status["key"], environment_key()) is None:
-            return status["pid"]
+            return status["pid"], True
         request("stop")
         _wait_gone(Path(status["socket"]))
     elif starting is not None:
-        return starting
+        return starting, True
     path = socket_path()
     with open(path.with_suffix(".log"), "wb") as log_file:  # one log a server
         proc = subprocess.Popen([sys.executable, "-m", "falsify.warm", "serve", "--idle-timeout", str(idle_timeout)],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
                                 cwd="/")
-    return proc.pid
+    return proc.pid, False
 
 
 def start(idle_timeout: float, wait_s: float = 120.0) -> dict:
     """Start a server in the background (replacing a stale one) and wait until it answers."""
-    try:
-        status = request("status")
-        if key_difference(status["key"], environment_key()) is None:
-            return status | {"already_running": True}
-    except WarmError:
-        pass
-    pid = spawn(idle_timeout)
+    pid, already = spawn(idle_timeout)
     log = socket_path().with_suffix(".log")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
             status = request("status")
             if status["pid"] == pid:
-                return status
+                return status | {"already_running": already}
         except WarmError:
             pass
         if not _alive(pid):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             raise WarmError(f"the warm interpreter exited while starting: {tail[0]} (log {log})")
         time.sleep(0.2)
-    _kill(pid, signal.SIGTERM)
+    send_signal(pid, signal.SIGTERM)
     raise WarmError(f"the warm interpreter did not answer within {wait_s:.0f} s (log {log})")
 
 

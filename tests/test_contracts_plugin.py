@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -12,22 +13,7 @@ from falsify.lint import main as lint_main
 
 pytest_plugins = ["pytester"]
 
-GOOD = """\
-id: demo-v1
-version: 1.0.0
-status: active
-description: The alpha rule fires for alpha = rank.
-falsifiers:
-  - id: FALSIFY-DEMO-001
-    tier: tier1
-    check: hyperparameter_rule
-    parametrize:
-      - {rule: C-HP-003, expect: warn, overrides: {lora.rank: 16, lora.alpha: 16}}
-      - {rule: C-HP-003, expect: ok, overrides: {lora.rank: 16, lora.alpha: 32}}
-    prediction: alpha = rank is flagged; alpha = 2 x rank is not
-    if_fails: the rule is not applied.
-    rubric: [x3_assertions_meaningful]
-"""
+GOOD = (Path(__file__).parent / "data" / "demo-contract.yaml").read_text()  # shared with test_warm.py
 RUBRIC = {"x3_assertions_meaningful", "r1_same_loss_curve"}
 
 

@@ -25,21 +25,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CONTRACT = """\
-id: warm-demo-v1
-version: 1.0.0
-status: active
-description: The alpha rule fires for alpha = rank.
-falsifiers:
-  - id: FALSIFY-WARM-001
-    tier: tier1
-    check: hyperparameter_rule
-    parametrize:
-      - {rule: C-HP-003, expect: warn, overrides: {lora.rank: 16, lora.alpha: 16}}
-      - {rule: C-HP-003, expect: warn, overrides: {lora.rank: 16, lora.alpha: 32}}
-    prediction: alpha = rank is flagged (the second case is wrong on purpose, so the run fails)
-    if_fails: the rule is not applied.
-"""
+# The plugin tests' demo contract with its second case made wrong, so that a run fails (exit 1).
+CONTRACT = (Path(__file__).parent / "data" / "demo-contract.yaml").read_text().replace("expect: ok", "expect: warn")
 PROBES = """\
 import json, os, signal, time
 import pytest
@@ -121,7 +108,7 @@ def test_warm_run_gives_the_cold_outcomes(project, server, tmp_path, jobs):
     assert "forked from the warm interpreter" in warm.stdout and "forked" not in cold.stdout
     assert warm.returncode == cold.returncode == 1  # one refuted prediction in the demo contract
     assert SUMMARY.findall(warm.stdout)[-1] == SUMMARY.findall(cold.stdout)[-1] == "1 failed, 2 passed, 2 skipped"
-    assert "REFUTED warm-demo-v1::FALSIFY-WARM-001" in warm.stdout
+    assert "REFUTED demo-v1::FALSIFY-DEMO-001" in warm.stdout
     outcomes = [{(i["nodeid"], i["outcome"], json.dumps(i["observed"], sort_keys=True)) for i in
                  json.loads((tmp_path / f"{name}.json").read_text())["items"]} for name in ("warm", "cold")]
     assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2
