@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORPUS := experiments/corpus
-SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -v '^#' trainer/corpus_crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
+SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -v '^#' trainer/corpus/crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
 
 .PHONY: setup system venv corpus train report test tier1 tier2 tier3 lint bench bench-tier1 clean
 
@@ -61,13 +61,13 @@ tier2 tier3: setup
 ## `pytest -m tier1` cold, warm in one process and warm on all cores, interleaved; writes reports/bench/tier1.json.
 bench-tier1: $(BIN)/python
 	$(BIN)/python -m falsify.warm start
-	$(BIN)/python -m falsify.tier1_bench --runs 5 --json reports/bench/tier1.json
+	$(BIN)/python -m falsify.bench.tier1 --runs 5 --json reports/bench/tier1.json
 
 ## Peer benchmark (a script, not a test): our loop vs TRL's SFTTrainer, packing, MFU.
 ## Writes reports/bench/results.{json,md}. BENCH_ARGS=--quick for the short version.
 bench: setup corpus
 	$(BIN)/pip install -q -e '.[bench]' "torch==2.13.0"
-	$(BIN)/python -m trainer.bench $(BENCH_ARGS)
+	$(BIN)/python -m falsify.bench.trl $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) experiments reports/*.json reports/*.md reports/*.html

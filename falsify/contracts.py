@@ -140,13 +140,13 @@ def load_contract(path: Path, *, known_rubric: set[str] | None = None) -> Contra
         if known_rubric is not None:
             unknown = [r for r in f.rubric if r not in known_rubric]
             if unknown:
-                raise fail(f"{key}.rubric", f"unknown rubric item(s) {unknown} (see falsify/rubric.py)", f.id)
+                raise fail(f"{key}.rubric", f"unknown rubric item(s) {unknown} (see falsify/report/rubric.py)", f.id)
     return contract
 
 
 def rubric_ids() -> set[str]:
     """The rubric's item ids, for validating `rubric:` references."""
-    from falsify.rubric import ITEMS
+    from falsify.report.rubric import ITEMS
 
     return set(ITEMS)
 

@@ -47,7 +47,7 @@ def pytest_configure(config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[RESULTS_KEY] = {}
     extra = [Path(p).resolve() for p in config.getoption("contracts", default=[]) or []]
-    config._falsify_extra = extra  # noqa: SLF001 (plain attribute on pytest's Config)
+    config._falsify_extra = extra
     for path in extra:
         if not path.exists():
             raise pytest.UsageError(f"--contracts {path}: no such file or directory")

@@ -73,7 +73,7 @@ def runtestloop(session, forked: bool) -> bool | None:
                             f"falsify: {len(session.items)} items in this process ({why})")
     if n < 2:
         return None
-    session.config._tmp_path_factory.getbasetemp()  # noqa: SLF001 (one basetemp, made before the forks)
+    session.config._tmp_path_factory.getbasetemp()
     Coordinator(session, n).run()
     return True
 
@@ -250,11 +250,11 @@ def _work(session, queue_fd: int, out_fd: int, n_workers: int) -> None:
         if terminal is not None:
             manager.unregister(terminal)
         capture = manager.get_plugin("capturemanager")
-        if capture is not None and capture._global_capturing is not None:  # noqa: SLF001
+        if capture is not None and capture._global_capturing is not None:
             # The inherited capture files are shared with the other processes (one file offset):
             # close this process's copies, without reading them, and open its own.
-            capture._global_capturing.stop_capturing()  # noqa: SLF001
-            capture._global_capturing = None  # noqa: SLF001
+            capture._global_capturing.stop_capturing()
+            capture._global_capturing = None
             capture.start_global_capturing()
             capture.suspend_global_capture()
         forwarder = _Forwarder(config, out_fd)
@@ -277,7 +277,7 @@ def _work(session, queue_fd: int, out_fd: int, n_workers: int) -> None:
             config.hook.pytest_runtest_protocol(item=items[current], nextitem=None if following is None else items[following])
             forwarder.send("done")
             current = following
-    except BaseException:  # noqa: BLE001 (the coordinator reports the item; the traceback goes to stderr)
+    except BaseException:
         import traceback
 
         traceback.print_exc()

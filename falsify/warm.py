@@ -185,7 +185,7 @@ def handoff(args: list[str], cwd: Path, restarting: bool = False) -> int | None:
         return None
     try:
         sock = _connect(path)
-    except (ConnectionRefusedError, socket.timeout, OSError) as exc:
+    except (TimeoutError, ConnectionRefusedError, OSError) as exc:
         print(f"falsify.warm: no server answers at {path} ({exc}); running cold", file=sys.stderr)
         if isinstance(exc, ConnectionRefusedError):
             path.unlink(missing_ok=True)
@@ -199,7 +199,7 @@ def handoff(args: list[str], cwd: Path, restarting: bool = False) -> int | None:
         sock.settimeout(PID_REPLY_S)  # a healthy server forks at once; a stuck one must not hang the save
         try:
             reply, _ = _recv(sock, buffer)
-        except socket.timeout:
+        except TimeoutError:
             reply = {"refused": f"no answer within {PID_REPLY_S:.0f} s"}
         sock.settimeout(None)
         if reply is None or "refused" in reply:
@@ -208,7 +208,7 @@ def handoff(args: list[str], cwd: Path, restarting: bool = False) -> int | None:
                   + ("" if restarting else ". Restart it with: python -m falsify.warm start"), file=sys.stderr)
             return None
         child = reply["pid"]
-        forward = lambda signum, frame: send_signal(child, signum)  # noqa: E731  (Ctrl-C reaches the run)
+        forward = lambda signum, frame: send_signal(child, signum)
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             reply, _ = _recv(sock, buffer)
@@ -456,7 +456,7 @@ def _child(req: dict, fds: list[int], server_fds: list, state: dict) -> None:
         code = int(pytest.main([*QUIET_REWRITE, *req["args"]]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 (the caller must see what broke, on its own terminal)
+    except BaseException:
         import traceback
 
         traceback.print_exc()
@@ -467,7 +467,7 @@ def _child(req: dict, fds: list[int], server_fds: list, state: dict) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         os._exit(code)
 

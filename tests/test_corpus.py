@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer import corpus
 from trainer.__main__ import main as cli
+from trainer.corpus import build as corpus
 
 MATHY_LIB = r'''
 use std::collections::HashMap;
@@ -345,7 +345,7 @@ def test_real_registry_with_shipped_crate_list(tmp_path):
     if not REGISTRY.is_dir():
         pytest.skip(f"{REGISTRY} missing: run `make setup` (installs the librust-*-dev crates)")
     report = corpus.build_corpus(REGISTRY, tmp_path / "out")
-    assert report["missing_crates"] == [], "every crate of trainer/corpus_crates.txt should be installed"
+    assert report["missing_crates"] == [], "every crate of trainer/corpus/crates.txt should be installed"
     assert report["splits"]["train"] >= 3000 and report["splits"]["validation"] >= 300
     assert all(n == corpus.HOLDOUT_PER_CATEGORY for n in report["holdout"].values()), report["holdout"]
     assert report["self_contained"] >= 10 and report["with_proptest"] >= 1

@@ -50,9 +50,9 @@ def test_world_size_that_does_not_divide_the_batch_is_an_error(tiny_data, tmp_pa
 
 
 def test_cli_reports_the_bad_world_size_in_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    from conftest import fast_config
     from trainer.__main__ import main
     from trainer.config import save_config
-    from conftest import fast_config
 
     save_config(fast_config(tiny_data, training={"batch_size": 5}), tmp_path / "c.yaml")
     monkeypatch.setenv("WORLD_SIZE", "2")

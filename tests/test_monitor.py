@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fast_config
-from trainer import monitor
 from trainer.config import save_config
 from trainer.errors import TrainerError
-from trainer.metrics_store import SCHEMA_VERSION, MetricStore, StoreReader
-from trainer.monitor import RunHistory, RunSource, summarize
-from trainer.monitor_view import plain_frame
+from trainer.monitor import live as monitor
+from trainer.monitor.live import RunHistory, RunSource, summarize
+from trainer.monitor.store import SCHEMA_VERSION, MetricStore, StoreReader
+from trainer.monitor.view import plain_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -180,9 +180,9 @@ def dropout_left_on(mp):
 
 
 def loader_falls_back_to_random(mp):
-    import trainer.models as models
     from transformers import AutoModelForCausalLM
 
+    import trainer.models as models
     from trainer.errors import TrainerError
 
     def make(load):

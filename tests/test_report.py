@@ -1,6 +1,6 @@
 """`python -m falsify.report` on fake evidence files: outputs, baseline regressions, atomic writes, bad input.
 
-The fakes are real files in the real formats (a metric store written by trainer.metrics_store,
+The fakes are real files in the real formats (a metric store written by trainer.monitor.store,
 a YAML lock, safetensors-named adapter files, evaluator and plugin JSON), so the evidence
 readers are exercised as in a real run; only the numbers are made up. No training runs here.
 """
@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falsify import pipeline, report
-from falsify.evidence import ReportError
-from falsify.rubric import RUBRIC_VERSION
+from falsify.report import cli as report
+from falsify.report import pipeline
+from falsify.report.evidence import ReportError
+from falsify.report.rubric import RUBRIC_VERSION
 from tests.test_rubric import good_summary
 from trainer.experiment import sha256_of_dir
-from trainer.metrics_store import MetricStore
+from trainer.monitor.store import MetricStore
 
 HOLDOUT = [
     {"input": "pub fn add(a: i32, b: i32) -> i32 { a + b }", "output": "#[test]\nfn adds_two() { assert_eq!(add(1, 2), 3); }",
@@ -266,7 +267,7 @@ def test_a_failure_while_rendering_leaves_the_old_scorecard_intact(world, monkey
 
     def broken(card, samples):
         raise RuntimeError("plotting crashed")
-    monkeypatch.setattr("falsify.scorecard_html.render_html", broken)
+    monkeypatch.setattr("falsify.report.scorecard_html.render_html", broken)
     with pytest.raises(RuntimeError):
         run_report(world)
     assert {n: (world["out"] / n).read_bytes() for n in old} == old
@@ -451,7 +452,7 @@ def test_scorecard_html_renders_in_headless_chromium(world, tmp_path):
 @needs_chromium
 def test_the_browser_check_sees_script_errors_and_broken_plots(tmp_path):
     """The check above can fail: a script error is reported and an undecodable plot is not counted."""
-    from falsify.scorecard_html import SCRIPT
+    from falsify.report.scorecard_html import SCRIPT
 
     page = tmp_path / "broken.html"
     page.write_text(f"<html><head><script>{SCRIPT}</script></head><body data-plots-loaded='0'>"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from falsify.rubric import CATEGORIES, ITEMS, RUBRIC_VERSION, SUMMARY_FIELDS, Evidence, grade, score
+from falsify.report.rubric import CATEGORIES, ITEMS, RUBRIC_VERSION, SUMMARY_FIELDS, Evidence, grade, score
 
 CATS = ("has_generics", "has_lifetimes", "is_async", "has_unsafe", "uses_macros")
 

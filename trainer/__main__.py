@@ -52,13 +52,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _corpus(argv: list[str]) -> int:
-    from trainer import corpus
+    from trainer.corpus import build as corpus
 
     return corpus.main(argv)
 
 
 def _monitor(argv: list[str]) -> int:
-    from trainer import monitor
+    from trainer.monitor import live as monitor
 
     return monitor.main(argv)
 

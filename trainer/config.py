@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from trainer.errors import TrainerError
-from trainer.typed_yaml import build as _build, compose_with_lines as _compose_with_lines
+from trainer.typed_yaml import build as _build
+from trainer.typed_yaml import compose_with_lines as _compose_with_lines
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -125,7 +125,7 @@ def shutdown(info: DistInfo) -> None:
 # ------------------------------------------------------------------ falsifiers
 
 
-def _loss_curve(experiment: "Path") -> list[tuple[int, float]]:
+def _loss_curve(experiment: Path) -> list[tuple[int, float]]:
     import sqlite3
 
     db = sqlite3.connect(f"file:{experiment / 'metrics.sqlite'}?mode=ro", uri=True)
@@ -135,7 +135,7 @@ def _loss_curve(experiment: "Path") -> list[tuple[int, float]]:
         db.close()
 
 
-def _run_train(config_file: "Path", output: "Path", nproc: int, extra: list[str] = (), timeout: float = 600) -> None:
+def _run_train(config_file: Path, output: Path, nproc: int, extra: list[str] = (), timeout: float = 600) -> None:
     """`python -m trainer train` (nproc 1) or `torchrun --nproc_per_node N -m trainer train`; raises on failure."""
     import subprocess
     import sys
@@ -148,7 +148,7 @@ def _run_train(config_file: "Path", output: "Path", nproc: int, extra: list[str]
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
-def _write_config(raw: dict, path: "Path") -> "Path":
+def _write_config(raw: dict, path: Path) -> Path:
     from trainer.config import load_config, save_config
 
     save_config(load_config(data=raw), path)

@@ -9,14 +9,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +22,7 @@ import yaml
 
 from trainer.config import Config, load_config, save_config
 from trainer.errors import TrainerError
+from trainer.files import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
 
 log = logging.getLogger("trainer")
 
@@ -64,16 +62,6 @@ class ExperimentPaths:
     @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Temp file + rename: a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def prepare_directory(paths: ExperimentPaths, config: Config, *, resume: bool, overwrite: bool) -> Config:

@@ -25,8 +25,8 @@ from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens
 from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, setup_logging, write_json_atomic, write_lock
 from trainer.hparams import RULES, diagnose
-from trainer.metrics_store import MetricStore
 from trainer.models import load_for_training, prepare_base
+from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
 from trainer.runtime import assert_on_device, autocast, resolve_device, rng_state, seed_everything, set_rng_state
 

@@ -10,10 +10,11 @@ report shows). Checks run the trainer's real code paths; they never re-implement
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-CHECKS: dict[str, "Check"] = {}
+CHECKS: dict[str, Check] = {}
 
 
 @dataclass

@@ -46,7 +46,7 @@ def _final_adapter(run: Path) -> Path:
 
 
 def _curves(run: Path) -> tuple[list, list]:
-    from trainer.metrics_store import MetricStore
+    from trainer.monitor.store import MetricStore
 
     store = MetricStore(run / "metrics.sqlite")
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tree_sitter import Node
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
 ASSERT_MACROS = {"assert", "assert_eq", "assert_ne", "debug_assert", "debug_assert_eq", "debug_assert_ne",
                  "prop_assert", "prop_assert_eq", "prop_assert_ne"}
@@ -127,9 +127,7 @@ def analyse(tests: str, function_code: str) -> TestFacts:
         if value_args and all(all(t.type in _LEAF_LITERALS or not t.type.isidentifier() or t.type in ("true", "false")
                                   for t in arg) for arg in value_args):
             trivial += 1
-        elif name in _EQ_MACROS and len(value_args) == 2 and _norm(value_args[0]) == _norm(value_args[1]):
-            taut += 1
-        elif name not in _EQ_MACROS and value_args and _self_compare(value_args[0]):
+        elif name in _EQ_MACROS and len(value_args) == 2 and _norm(value_args[0]) == _norm(value_args[1]) or name not in _EQ_MACROS and value_args and _self_compare(value_args[0]):
             taut += 1
         leaves = [t for arg in value_args for t in arg]
         if _calls(leaves, fn_names) or any(t.type == "identifier" and rust_ast.text(t) in bound for t in leaves):

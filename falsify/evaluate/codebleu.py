@@ -22,7 +22,7 @@ from collections import Counter
 import sacrebleu
 from tree_sitter import Node
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
 RUST_KEYWORDS = {
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
@@ -57,7 +57,7 @@ def weighted_bleu4(candidate: str, reference: str) -> float:
     cand, ref = tokens(candidate), tokens(reference)
     if not cand or not ref:
         return 0.0
-    weight = lambda t: 1.0 if t in RUST_KEYWORDS else 0.2  # noqa: E731
+    weight = lambda t: 1.0 if t in RUST_KEYWORDS else 0.2
     logs = []
     for n in range(1, 5):
         c, r = _ngrams(cand, n), _ngrams(ref, n)

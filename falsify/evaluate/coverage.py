@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
 from .sandbox import Limits, run_sandboxed
 

@@ -9,8 +9,8 @@ lock, and no sample can overwrite another's binary.
 
 from __future__ import annotations
 
-import json
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
 from .sandbox import Limits, RunResult, run_sandboxed
 from .toolchain import REGISTRY, Toolchain

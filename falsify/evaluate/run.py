@@ -19,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
-from . import assertions, codebleu, coverage as cov
+from . import assertions, codebleu
+from . import coverage as cov
 from .crate import BUILD_LIMITS, Layout, Workspace, assemble, refusal
-from .mutation import run_schema, test_env
+from .mutation_runner import run_schema, test_env
 from .samples import InputProblem, Sample, from_dicts, read_samples
 from .sandbox import Limits, run_sandboxed, sandbox_uid
 from .toolchain import Toolchain, ToolchainMissing, find_toolchain

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from trainer.rust_ast import CATEGORIES
+from trainer.corpus.rust_ast import CATEGORIES
 
 FAILURE_KINDS = ("input", "refused", "parse", "compile", "no_tests", "test_failure", "timeout", "output", "internal")
 

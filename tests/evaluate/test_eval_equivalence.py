@@ -8,11 +8,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from eval_cases import (
+    CLAMP,
+    CLAMP_GOOD,
+    GENERIC_MAX,
+    GENERIC_MAX_TESTS,
+    NOT_DEFAULT,
+    NOT_DEFAULT_TESTS,
+    SIGN,
+    SIGN_TESTS,
+    SUM_EVEN,
+    SUM_EVEN_TESTS,
+)
 
-from eval_cases import (CLAMP, CLAMP_GOOD, GENERIC_MAX, GENERIC_MAX_TESTS, NOT_DEFAULT, NOT_DEFAULT_TESTS, SIGN,
-                        SIGN_TESTS, SUM_EVEN, SUM_EVEN_TESTS)
 from falsify.evaluate.crate import Workspace, assemble
-from falsify.evaluate.mutation import run_schema, run_separately
+from falsify.evaluate.mutation_runner import run_schema, run_separately
 from falsify.evaluate.run import Options
 from falsify.evaluate.sandbox import sandbox_uid
 from falsify.evaluate.toolchain import find_toolchain

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from eval_cases import CLAMP, CLAMP_GOOD, sample
+
 from falsify.evaluate import evaluate_samples
 
 HOSTILE = Path(__file__).parent / "hostile"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_GOOD, CLAMP_WEAK, SIGN, SUM_EVEN
+
 from falsify.evaluate import assertions, codebleu, coverage, mutants
 from falsify.evaluate.crate import assemble, refusal
 from falsify.evaluate.samples import InputProblem, Sample, read_samples

@@ -1,4 +1,4 @@
-"""`python -m trainer.bench [--quick]`: our train_step loop against TRL's SFTTrainer, same work.
+"""`python -m falsify.bench.trl [--quick]`: our train_step loop against TRL's SFTTrainer, same work.
 
 Benchmarks are not tests: this prints and writes numbers (reports/bench/results.{json,md}),
 it asserts nothing about speed. What is held equal between the two trainers, per row:
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -360,7 +359,7 @@ def run_worker(spec: dict, workdir: Path) -> dict:
     spec_file = workdir / f"spec-{spec['label']}.json"
     result_file = workdir / f"result-{spec['label']}.json"
     spec_file.write_text(json.dumps({**spec, "result": str(result_file), "workdir": str(workdir / "trl-out")}))
-    done = subprocess.run([sys.executable, "-m", "trainer.bench", "--worker", str(spec_file)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "falsify.bench.trl", "--worker", str(spec_file)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"bench worker {spec['label']} failed:\n{done.stderr[-4000:]}")
     return json.loads(result_file.read_text())
@@ -440,7 +439,7 @@ def environment(device: torch.device, data: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m falsify.bench.trl", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps per run (still >= 3 pairs)")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--data", default=DEFAULT_DATA, help="training JSONL (corpus records)")
@@ -489,7 +488,7 @@ def drive(args, argv) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = load_jsonl(data)
     results = {"environment": environment(device, data), "pairs": args.pairs, "loss_rtol": LOSS_RTOL, "rows": [],
-               "command": " ".join(["python -m trainer.bench", *(argv if argv is not None else sys.argv[1:])])}
+               "command": " ".join(["python -m falsify.bench.trl", *(argv if argv is not None else sys.argv[1:])])}
     for row in selected:
         base = build_base(row, records, workdir)
         spec = {"base": str(base), "mode": row.mode, "data": str(data), "max_seq_len": row.max_seq_len, "batch_size": row.batch_size,

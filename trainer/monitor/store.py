@@ -125,9 +125,6 @@ class MetricStore:
         self.db.close()
 
 
-# --------------------------------------------------------------------------- reader
-
-
 class StoreError(TrainerError):
     """The store cannot be read (corrupt, locked, other schema): `<path>: <problem>`."""
 
@@ -230,5 +227,41 @@ class StoreReader:
                 raise StoreError(f"{self.path}: corrupt metric store (meta value for {key!r} is not JSON)") from None
         return snap
 
+    def curves(self) -> RunCurves:
+        """The whole run's curves in one read transaction: what reports and checks read after a run."""
+        try:
+            self.db.execute("BEGIN")
+            try:
+                loss = self.db.execute("SELECT step, loss FROM steps ORDER BY step").fetchall()
+                evals = self.db.execute("SELECT step, val_loss FROM evals ORDER BY step").fetchall()
+                peak = self.db.execute("SELECT MAX(vram_used_mb) FROM hardware").fetchone()[0]
+            finally:
+                self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return RunCurves([tuple(r) for r in loss], [tuple(r) for r in evals], peak)
+
     def close(self) -> None:
         self.db.close()
+
+
+@dataclass
+class RunCurves:
+    """A finished (or running) run's loss and validation curves and its peak VRAM reading."""
+
+    loss: list[tuple[int, float]]
+    evals: list[tuple[int, float]]
+    peak_vram_mb: float | None
+
+    @property
+    def last_step(self) -> int:
+        return self.loss[-1][0] if self.loss else 0
+
+
+def read_curves(path: Path) -> RunCurves:
+    """Open, read and close: the curves of the store at `path` (StoreError names the file on failure)."""
+    reader = StoreReader(path)
+    try:
+        return reader.curves()
+    finally:
+        reader.close()

@@ -1,4 +1,4 @@
-"""Benchmark (a script, not a test): python -m falsify.evaluate.bench [--samples N] [--jobs J].
+"""Benchmark (a script, not a test): python -m falsify.bench.schemata [--samples N] [--jobs J].
 
 Prints, warm (dependencies already compiled in the cache), on this machine:
 1. wall time for N corpus-sized samples through compile + test + coverage + clippy +
@@ -218,7 +218,7 @@ def _median(values: list[float]) -> float:
 
 
 def pipeline(n: int, jobs: int) -> None:
-    from . import evaluate_samples
+    from falsify.evaluate import evaluate_samples
     out = Path(tempfile.mkdtemp(prefix="rtf-bench-"))
     try:
         t0 = time.monotonic()
@@ -241,11 +241,11 @@ def pipeline(n: int, jobs: int) -> None:
 
 
 def schemata_vs_separate() -> None:
-    from .crate import Workspace, assemble
-    from .mutation import run_schema, run_separately
-    from .run import Options
-    from .sandbox import sandbox_uid
-    from .toolchain import find_toolchain
+    from falsify.evaluate.crate import Workspace, assemble
+    from falsify.evaluate.mutation_runner import run_schema, run_separately
+    from falsify.evaluate.run import Options
+    from falsify.evaluate.sandbox import sandbox_uid
+    from falsify.evaluate.toolchain import find_toolchain
 
     ws = Workspace(find_toolchain(), cargo_jobs=os.cpu_count() or 1)
     ws.warm()
@@ -284,7 +284,7 @@ def schemata_vs_separate() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m falsify.evaluate.bench")
+    ap = argparse.ArgumentParser(prog="python -m falsify.bench.schemata")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-pipeline", action="store_true")

@@ -19,13 +19,13 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from falsify import pipeline
-from falsify.baseline import compare, load_baseline, regression_message
-from falsify.evidence import ReportError, load_falsifiers, load_run, load_samples, load_summary, read_json
-from falsify.rubric import RUBRIC_VERSION, Evidence, score
+from falsify.report import pipeline
+from falsify.report.baseline import compare, load_baseline, regression_message
+from falsify.report.evidence import ReportError, load_falsifiers, load_run, load_samples, load_summary, read_json
+from falsify.report.rubric import RUBRIC_VERSION, Evidence, score
 
 TIERS = ("tier1", "tier2", "tier3")
 
@@ -162,7 +162,7 @@ def provenance(plan: pipeline.Plan, ev: Evidence) -> dict:
 
 def build_scorecard(plan: pipeline.Plan, ev: Evidence, stages: list[pipeline.StageResult]) -> dict:
     card = score(ev)
-    card.update(generator=plan.generator, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    card.update(generator=plan.generator, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 provenance=provenance(plan, ev), stages=[s.as_dict() for s in stages],
                 missing_evidence=dict(ev.missing))
     curves = {}
@@ -198,8 +198,8 @@ def write_outputs(out: Path, files: dict[str, str]) -> list[Path]:
 
 
 def render_all(card: dict, samples: list[dict]) -> dict[str, str]:
-    from falsify.scorecard_html import render_html
-    from falsify.scorecard_md import render_markdown
+    from falsify.report.scorecard_html import render_html
+    from falsify.report.scorecard_md import render_markdown
 
     return {"scorecard.json": json.dumps(card, indent=2, default=str) + "\n",
             "scorecard.md": render_markdown(card),

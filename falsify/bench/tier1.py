@@ -1,6 +1,6 @@
 """Wall time of `pytest -m tier1`: cold, warm in one process, warm on all cores, interleaved.
 
-    python -m falsify.tier1_bench [--runs 5] [--json FILE]
+    python -m falsify.bench.tier1 [--runs 5] [--json FILE]
 
 A script, not a test (timings are never asserted): each round runs the same command with
 FALSIFY_WARM=0 (a fresh interpreter imports everything), through the warm interpreter with

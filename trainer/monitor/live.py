@@ -1,7 +1,7 @@
 """`python -m trainer monitor --experiment DIR`: a detached live view of a training run.
 
-Reads the experiment's metric store (trainer.metrics_store.StoreReader: read-only, short
-transactions, WAL) and draws it with trainer.monitor_view. Attach and detach at will:
+Reads the experiment's metric store (trainer.monitor.store.StoreReader: read-only, short
+transactions, WAL) and draws it with trainer.monitor.view. Attach and detach at will:
 the monitor holds no lock the trainer waits on, and either side can be killed.
 
     --once      print one plain-text frame and exit 0
@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from trainer.errors import TrainerError
-from trainer.metrics_store import STEP_COLUMNS, StoreReader
+from trainer.monitor.store import STEP_COLUMNS, StoreReader
 
 STORE_NAME = "metrics.sqlite"
 ROLLING_STEPS = 20  # tokens/s and ETA are averaged over this many latest steps
@@ -232,7 +232,7 @@ def run_live(source: RunSource, experiment: Path, refresh: float, stale_after: f
     from rich.console import Console
     from rich.live import Live
 
-    from trainer import monitor_view
+    from trainer.monitor import view as monitor_view
 
     # A guest on the training machine: lower priority, so under CPU contention training wins.
     os.nice(10)
@@ -297,7 +297,7 @@ def main(argv: list[str]) -> int:
         if args.json:
             print(json.dumps(state, indent=2))
         else:
-            from trainer import monitor_view
+            from trainer.monitor import view as monitor_view
 
             width, height = shutil.get_terminal_size((120, 36))
             print(monitor_view.plain_frame(state, source.history, width, height, log_scale=args.log_scale), end="")

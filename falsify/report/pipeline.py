@@ -16,9 +16,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -187,7 +187,7 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
 
 def write_reference_samples(holdout: Path, out: Path, limit: int) -> None:
     """The corpus's own tests as if generated: same evaluator, the rubric's 'top' for comparison."""
-    from falsify.evidence import ReportError
+    from falsify.report.evidence import ReportError
 
     rows = []
     for lineno, line in enumerate(holdout.read_text(encoding="utf-8").splitlines(), 1):
@@ -241,7 +241,7 @@ def run_stage(stage: Stage, log: Path, on_tick: Callable[[], None] = lambda: Non
     if stage.action is not None:
         try:
             stage.action()
-        except Exception as exc:  # noqa: BLE001 (a failed stage is recorded, not raised)
+        except Exception as exc:
             return StageResult(stage.name, "failed", time.monotonic() - started, shown, f"{type(exc).__name__}: {exc}")
         return StageResult(stage.name, "ran", time.monotonic() - started, shown)
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "not run": "#8c959f"}
 
@@ -69,7 +69,7 @@ def _e(value) -> str:
 
 
 def _evidence(ev: dict) -> str:
-    from falsify.scorecard_md import evidence_text
+    from falsify.report.scorecard_md import evidence_text
 
     return evidence_text(ev)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 
 BINARY_SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "==": "!=", "!=": "==", "<": "<=", "<=": "<",
                 ">": ">=", ">=": ">", "&&": "||", "||": "&&"}

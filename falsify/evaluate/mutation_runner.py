@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import mutants as M
+from . import mutation_operators as M
 from .crate import BUILD_LIMITS, Workspace, assemble
 from .sandbox import Limits, run_sandboxed
 

@@ -1,6 +1,6 @@
 """Reads the rubric's evidence from disk: evaluator summary, falsifier results, experiment runs.
 
-Kept apart from `falsify.rubric` so scoring stays a pure function of plain data. Every
+Kept apart from `falsify.report.rubric` so scoring stays a pure function of plain data. Every
 malformed file raises `ReportError` with one line naming the file and the field.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from falsify.rubric import SUMMARY_FIELDS
+from falsify.report.rubric import SUMMARY_FIELDS
 
 
 class ReportError(Exception):

@@ -1,7 +1,7 @@
 """The 100-point Popperian rubric: 26 items in 7 categories, grades and the P-GATE gates.
 
 Scoring is pure: `score(Evidence) -> dict` reads only the evidence it is given (files are
-read by `falsify.evidence`). Every item is all-or-nothing: it earns its full points when
+read by `falsify.report.evidence`). Every item is all-or-nothing: it earns its full points when
 its measured value meets the stated threshold and no falsifier behind it failed; it scores
 0 when the value misses ("failed") or when its evidence was not gathered ("not run", with
 the reason). No item is ever scored from a constant: a missing value is "not run".
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 RUBRIC_VERSION = "1.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from falsify.evidence import ReportError, read_json
+from falsify.report.evidence import ReportError, read_json
 
 
 def _major(version) -> str:

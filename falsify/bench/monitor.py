@@ -1,4 +1,4 @@
-"""Training throughput with and without a live monitor attached: `python -m trainer.monitor_bench`.
+"""Training throughput with and without a live monitor attached: `python -m falsify.bench.monitor`.
 
 Runs the tiny model's training as a separate process, alternately without (A) and with
 (B) a live `trainer monitor --refresh 0.2` attached (A B A B ..., so drift in machine load
@@ -6,7 +6,7 @@ hits both alike), and prints each run's median tokens/s (metrics.json's per-step
 the median per variant and the slowdown ratio. The monitor draws into a pseudo-terminal
 (120 x 40) that this script drains, as a terminal would; its CPU use is reported too.
 
-    python -m trainer.monitor_bench [--pairs 3] [--steps 150] [--refresh 0.2] [--keep DIR]
+    python -m falsify.bench.monitor [--pairs 3] [--steps 150] [--refresh 0.2] [--keep DIR]
 
 On a shared machine whole runs a minute apart see different background load, so
 `--windows` adds a finer A/B: one long training run, with the monitor started and
@@ -107,7 +107,7 @@ def one_run(config: Path, out: Path, monitor_refresh: float | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.monitor_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m falsify.bench.monitor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs (default 3)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per run (default 150)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def window_comparison(out: Path, pairs: int, seconds: float, refresh: float) -> None:
-    from trainer.metrics_store import StoreReader
+    from trainer.monitor.store import StoreReader
 
     config = write_config(out / "windows-config.yaml", 1_000_000)
     experiment = out / "windows-run"
@@ -191,7 +191,7 @@ def window_comparison(out: Path, pairs: int, seconds: float, refresh: float) -> 
 
 def stored_steps(store: Path) -> int:
     from trainer.errors import TrainerError
-    from trainer.metrics_store import StoreReader
+    from trainer.monitor.store import StoreReader
 
     try:
         reader = StoreReader(store)

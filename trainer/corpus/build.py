@@ -3,7 +3,7 @@
 `python -m trainer corpus build --source DIR --out DIR [--crates FILE|all] [--seed N]`
 
 Walks crates laid out as Debian ships them (`<source>/<crate>-<version>/`, newest version
-of each crate wins), parses every `.rs` file with tree-sitter-rust (`trainer.rust_ast`),
+of each crate wins), parses every `.rs` file with tree-sitter-rust (`trainer.corpus.rust_ast`),
 and pairs each non-test function with the `#[test]` functions and `proptest!` blocks that
 call it by name. Where a test may live, what "calls it" means and when a pair counts as
 `self_contained` are heuristics, documented at the functions that implement them.
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from tree_sitter import Node
 
-from trainer import rust_ast
+from trainer.corpus import rust_ast
 from trainer.errors import TrainerError
 
-DEFAULT_CRATE_LIST = Path(__file__).with_name("corpus_crates.txt")
+DEFAULT_CRATE_LIST = Path(__file__).with_name("crates.txt")
 
 # A function longer than this is rarely a good "write tests for this" prompt and would
 # crowd out the tests within the trainer's sequence budget; skipped, and counted.
@@ -470,9 +470,7 @@ def _foreign_in_tokens(leaves: list[Node], ok: set[str]) -> set[str]:
         elif after == "!":
             if name not in _STD_MACROS:
                 foreign.add(name + "!")
-        elif after == "(" and name[:1].islower() and name not in _STD_FUNCTIONS and before not in ("in", "|"):
-            foreign.add(name)
-        elif _CAMEL.match(name) or _CONST.match(name):
+        elif after == "(" and name[:1].islower() and name not in _STD_FUNCTIONS and before not in ("in", "|") or _CAMEL.match(name) or _CONST.match(name):
             foreign.add(name)
     return foreign
 
@@ -735,7 +733,7 @@ def _select_crates(source: Path, crates: list[str] | str | None) -> tuple[list[C
 def build_corpus(source: Path, out: Path, *, crates: list[str] | str | None = None, seed: int = 0) -> dict:
     """Build the corpus from `source` into `out`; returns the report (also corpus_report.json).
 
-    `crates`: None for trainer/corpus_crates.txt, a list of names, or "all".
+    `crates`: None for trainer/corpus/crates.txt, a list of names, or "all".
     """
     source, out = Path(source), Path(out)
     selected, missing = _select_crates(source, crates)

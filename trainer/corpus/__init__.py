@@ -1,0 +1,1 @@
+"""The corpus builder: real Rust crates in, function -> tests training records out."""
