@@ -11,6 +11,15 @@ import statistics
 
 from trainer.corpus.rust_ast import CATEGORIES
 
+# Fields every summary.json carries; readers (falsify.report) refuse a summary without one.
+SUMMARY_FIELDS = (
+    "n", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "branch_coverage_delta",
+    "bleu4", "codebleu", "trivial_assertion_rate", "parse_rate", "clippy_clean_rate", "link_rate",
+    "descriptive_name_rate", "comment_rate", "proptest_strategy_rate", "category_counts",
+    "category_pass_counts", "seconds_median", "no_assertion_rate", "function_result_assertion_rate",
+    "edge_case_rate",
+)
+
 FAILURE_KINDS = ("input", "refused", "parse", "compile", "no_tests", "test_failure", "timeout", "output", "internal")
 
 

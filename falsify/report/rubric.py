@@ -18,21 +18,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from falsify.evaluate.verdict import SUMMARY_FIELDS  # noqa: F401  (re-exported: the evaluator owns its summary schema)
+
 RUBRIC_VERSION = "1.0"
 
 CATEGORIES = OrderedDict([
     ("Reproducibility", 20), ("Compilation", 20), ("Correctness", 20), ("Coverage", 15),
     ("Efficiency", 10), ("Edge cases", 10), ("Documentation", 5),
 ])
-
-# Fields every evaluator summary.json must carry (a missing one is a user-facing error).
-SUMMARY_FIELDS = (
-    "n", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "branch_coverage_delta",
-    "bleu4", "codebleu", "trivial_assertion_rate", "parse_rate", "clippy_clean_rate", "link_rate",
-    "descriptive_name_rate", "comment_rate", "proptest_strategy_rate", "category_counts",
-    "category_pass_counts", "seconds_median", "no_assertion_rate", "function_result_assertion_rate",
-    "edge_case_rate",
-)
 
 VRAM_LIMIT_MB = 8 * 1024  # "8 GB" read as 8 GiB, as nvidia-smi reports memory
 TRAINING_LIMIT_S = 4 * 3600
