@@ -29,6 +29,8 @@ log = logging.getLogger("trainer")
 
 @dataclass(frozen=True)
 class ExperimentPaths:
+    """The only code that knows the experiment directory's layout: everyone else asks it for a path."""
+
     root: Path
 
     @property
@@ -54,6 +56,14 @@ class ExperimentPaths:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        """The best checkpoint by validation loss (a directory like a step's)."""
+        return self.checkpoints / "best"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}"
 
     @property
     def base_model(self) -> Path:

@@ -11,6 +11,9 @@ import statistics
 
 from trainer.corpus.rust_ast import CATEGORIES
 
+SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
+SUMMARY_FILE = "summary.json"    # ... and the summary over them
+
 # Fields every summary.json carries; readers (falsify.report) refuse a summary without one.
 SUMMARY_FIELDS = (
     "n", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "branch_coverage_delta",
