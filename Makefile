@@ -44,16 +44,21 @@ report: setup corpus
 	$(BIN)/python -m falsify.report
 	$(BIN)/python -m falsify.report --generator reference
 
-## Lint the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
-test: setup corpus
-	$(BIN)/python -m falsify.lint
+## Lint the code and the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).
+test: setup corpus lint
 	$(BIN)/python -m pytest -m "not tier3" -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-## Tier 1 on save: through the warm interpreter (started if it is not running; README, "Tiers").
+## Tier 1 on save: starts the warm interpreter if it is not running (the only thing besides
+## `python -m falsify.warm start` that does; README, "Tiers"), then runs tier 1 through it.
 tier1: $(BIN)/python
 	$(BIN)/python -m falsify.warm start
 	$(BIN)/python -m pytest -m tier1
+
+## ruff (lint + import order) over the code, then the contracts' schema, checks and rubric links.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m falsify.lint
 
 tier2 tier3: setup
 	$(BIN)/python -m pytest -m $@
@@ -61,13 +66,13 @@ tier2 tier3: setup
 ## `pytest -m tier1` cold, warm in one process and warm on all cores, interleaved; writes reports/bench/tier1.json.
 bench-tier1: $(BIN)/python
 	$(BIN)/python -m falsify.warm start
-	$(BIN)/python -m falsify.bench.tier1 --runs 5 --json reports/bench/tier1.json
+	$(BIN)/python -m falsify.bench tier1 --runs 5 --json reports/bench/tier1.json
 
 ## Peer benchmark (a script, not a test): our loop vs TRL's SFTTrainer, packing, MFU.
 ## Writes reports/bench/results.{json,md}. BENCH_ARGS=--quick for the short version.
 bench: setup corpus
 	$(BIN)/pip install -q -e '.[bench]' "torch==2.13.0"
-	$(BIN)/python -m falsify.bench.trl $(BENCH_ARGS)
+	$(BIN)/python -m falsify.bench trl $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) experiments reports/*.json reports/*.md reports/*.html

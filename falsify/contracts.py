@@ -180,7 +180,8 @@ def load_all(paths: list[Path]) -> tuple[list[Contract], list[str]]:
         clash = False
         for f in contract.falsifiers:
             if f.id in owners:
-                errors.append(f"{file}:{f.line}: contract {contract.id} falsifier {f.id}: field 'id': duplicate of the one in {owners[f.id]}")
+                errors.append(f"{file}:{f.line}: contract {contract.id} falsifier {f.id}: field 'id': "
+                              f"duplicate of the one in {owners[f.id]}")
                 clash = True
             owners.setdefault(f.id, f"{file} ({contract.id})")
         if contract.id in {c.id for c in contracts}:

@@ -5,9 +5,9 @@ marked with its tier (and `gpu` when it needs CUDA). A contract that fails to lo
 becomes one failing item naming the file, line and field; the rest of the suite runs.
 `--falsify-results FILE` writes every falsifier outcome with its observed evidence as
 JSON, for the scorecard (machine-readable; nothing scrapes pytest's text).
-`pytest -m tier1` hands itself to the warm interpreter, starting one for the next run when
-none is there (falsify/warm.py); a run forked from it spreads its items over the cores
-(falsify/split.py).
+`pytest -m tier1` hands itself to the warm interpreter when one is running (falsify/warm/;
+`python -m falsify.warm start` or `make tier1` starts it); a run forked from it spreads its
+items over the cores (falsify/split.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 
 from falsify import contracts as _contracts
 from falsify.contracts import ContractError, Falsifier, load_contract, param_label
+from trainer.files import write_atomic
 
 MARKERS = {
     "tier1": "falsifier tier 1: CPU, seconds, on every save",
@@ -56,23 +57,14 @@ def pytest_configure(config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-    """`pytest -m tier1` runs in a fork of the warm interpreter (falsify/warm.py).
+    """`pytest -m tier1` runs in a fork of the warm interpreter when one is running (falsify/warm/);
+    without one it runs here, cold, and says how to start one. FALSIFY_WARM=0: always here, silently."""
+    from falsify.warm import client, protocol
 
-    FALSIFY_WARM unset: use the server, or start one in the background for the next run;
-    `use`: use one that runs, never start one; `0`: always run in this process.
-    """
-    from falsify import warm
-
-    mode = os.environ.get("FALSIFY_WARM", "auto")
-    if mode not in ("auto", "use", "0"):
-        raise pytest.UsageError(f"FALSIFY_WARM={mode!r}: expected unset, 'use' or '0'")
-    if (config.option.markexpr.strip() != warm.SERVED_MARKEXPR or config.invocation_params.plugins
-            or warm.FORKED_ENV in os.environ or mode == "0"):
+    if (config.option.markexpr.strip() != protocol.SERVED_MARKEXPR or config.invocation_params.plugins
+            or protocol.FORKED_ENV in os.environ or os.environ.get("FALSIFY_WARM") == "0"):
         return None
-    code = warm.handoff(list(config.invocation_params.args), config.invocation_params.dir, restarting=mode == "auto")
-    if code is None and mode == "auto":
-        warm.start_for_next_run()
-    return code
+    return client.handoff(list(config.invocation_params.args), config.invocation_params.dir)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -86,9 +78,9 @@ def pytest_runtestloop(session):
 def _fork_info() -> dict | None:
     """What the warm interpreter told this process when it forked it; None in any other process
     (the run's own subprocesses inherit the variable, but they start cold)."""
-    from falsify import warm
+    from falsify.warm import protocol
 
-    info = json.loads(os.environ.get(warm.FORKED_ENV, "{}"))
+    info = json.loads(os.environ.get(protocol.FORKED_ENV, "{}"))
     return info if info.get("pid") == os.getpid() else None
 
 
@@ -274,9 +266,5 @@ def pytest_sessionfinish(session, exitstatus) -> None:
                       "check": f.check, "params": item.params, "rubric": f.rubric, "requires": f.requires,
                       "prediction": f.prediction, "outcome": r["outcome"] or "not run", "reason": r["reason"],
                       "observed": r.get("observed"), "seconds": round(r["seconds"], 3)})
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"version": 1, "exitstatus": int(exitstatus), "started": _SESSION.get("started"),
-                               "items": items}, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(target, json.dumps({"version": 1, "exitstatus": int(exitstatus), "started": _SESSION.get("started"),
+                                     "items": items}, indent=2, default=str))

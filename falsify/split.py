@@ -1,9 +1,13 @@
 """Run a forked tier-1 run's items on every core: worker processes forked from the run, one queue.
 
-Why: after the warm interpreter (falsify/warm.py) removed the imports, what is left of
+Why: after the warm interpreter (falsify/warm/) removed the imports, what is left of
 `pytest -m tier1` is about 3 s of checks that run mostly single-threaded Python, on a
 machine with 2 cores. Why not pytest-xdist: its workers are new interpreters, and each
 would pay the 4 s torch/transformers import again; forks of the warm run share it.
+What it buys (2026-12-03, alternating pairs, `python -m falsify.bench tier1`): median 2.5 s
+against 3.1 s in one process on a quiet machine; with other work on both cores, 2.5 to 6.6 s
+against 4.6 s (one torch thread) or 27 to 52 s (torch's default of a thread per core, which
+spin on each other when the cores are busy). The 5 s tier-1 budget holds at load only split.
 
 How (the run's own process is the coordinator and runs no item itself):
   * the selected items' indexes go into a pipe; each worker reads 2 bytes at a time
@@ -32,7 +36,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from falsify.warm import reseed, send_signal
+from falsify.warm.protocol import send_signal
+from falsify.warm.server import reseed
 
 QUEUE_WORD = 2  # bytes per item index in the queue pipe (<= PIPE_BUF, so one read takes exactly one)
 MIN_ITEMS_PER_WORKER = 4  # below this, forking and replaying costs more than it saves

@@ -10,25 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from falsify.checks.fixtures import run_config, rust_pairs, write_jsonl  # shared with the checks
+from falsify.checks.fixtures import run_config, write_dataset  # shared with the checks
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_developer_warm_interpreter(tmp_path_factory):
-    """The tests' own `pytest -m tier1` runs must not reach a warm interpreter the developer started,
-    nor start one (FALSIFY_WARM=use); tests/test_warm.py starts its own where it needs them."""
+    """The tests' own `pytest -m tier1` runs must not reach a warm interpreter the developer started
+    (FALSIFY_WARM_DIR points at an empty directory); tests/test_warm.py starts its own where it needs them."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FALSIFY_WARM_DIR", str(tmp_path_factory.mktemp("warm-none")))
-        mp.setenv("FALSIFY_WARM", "use")
         yield
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-data")
-    records = rust_pairs(60)
-    return {"train": write_jsonl(root / "train.jsonl", records[:48]),
-            "validation": write_jsonl(root / "validation.jsonl", records[48:])}
+    return write_dataset(tmp_path_factory.mktemp("tiny-data"))
 
 
 def fast_config(data: dict[str, Path], **sections):

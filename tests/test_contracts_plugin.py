@@ -58,14 +58,20 @@ def test_failure_shows_claim_prediction_observed_and_if_fails(pytester):
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda t: t.replace("    prediction:", "    predicton:"), "*demo.yaml:12: contract demo-v1 falsifier FALSIFY-DEMO-001: field 'falsifiers.0.predicton': is unknown*"),
-    (lambda t: t.replace("tier: tier1", "tier: tier9"), "*demo.yaml:7: contract demo-v1 falsifier FALSIFY-DEMO-001: field 'falsifiers.0.tier': expected one of tier1, tier2, tier3*"),
-    (lambda t: t.replace("check: hyperparameter_rule", "check: no_such_check"), "*field 'falsifiers.0.check': unknown check 'no_such_check'*"),
-    (lambda t: t.replace("expect: warn,", "expectation: warn,"), "*field 'falsifiers.0.parametrize.0': check hyperparameter_rule: unknown param 'expectation'*missing required param 'expect'*"),
+    (lambda t: t.replace("    prediction:", "    predicton:"),
+     "*demo.yaml:12: contract demo-v1 falsifier FALSIFY-DEMO-001: field 'falsifiers.0.predicton': is unknown*"),
+    (lambda t: t.replace("tier: tier1", "tier: tier9"),
+     "*demo.yaml:7: contract demo-v1 falsifier FALSIFY-DEMO-001: field 'falsifiers.0.tier': expected one of tier1, tier2, tier3*"),
+    (lambda t: t.replace("check: hyperparameter_rule", "check: no_such_check"),
+     "*field 'falsifiers.0.check': unknown check 'no_such_check'*"),
+    (lambda t: t.replace("expect: warn,", "expectation: warn,"),
+     "*field 'falsifiers.0.parametrize.0': check hyperparameter_rule: unknown param 'expectation'*missing required param 'expect'*"),
     (lambda t: t.replace("version: 1.0.0\n", ""), "*demo.yaml*missing required key(s): version*"),
     (lambda t: t.replace("status: active", "status: [active"), "*demo.yaml:4: YAML syntax error*"),
-    (lambda t: t.replace("    tier: tier1\n", "    tier: tier1\n    tier: tier2\n"), "*demo.yaml:8: key 'falsifiers.0.tier' appears twice (first on line 7)*"),
-    (lambda t: t.replace("[x3_assertions_meaningful]", "[x9_nonexistent]"), "*field 'falsifiers.0.rubric': unknown rubric item(s) ['x9_nonexistent']*"),
+    (lambda t: t.replace("    tier: tier1\n", "    tier: tier1\n    tier: tier2\n"),
+     "*demo.yaml:8: key 'falsifiers.0.tier' appears twice (first on line 7)*"),
+    (lambda t: t.replace("[x3_assertions_meaningful]", "[x9_nonexistent]"),
+     "*field 'falsifiers.0.rubric': unknown rubric item(s) ['x9_nonexistent']*"),
     (lambda t: t.replace("version: 1.0.0", "version: v1"), "*field 'version': expected semantic version*"),
     (lambda t: t[: t.index("falsifiers:")] + "falsifiers: []\n", "*field 'falsifiers': a contract needs at least one falsifier*"),
 ])

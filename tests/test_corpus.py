@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from trainer.__main__ import main as cli
-from trainer.corpus import build as corpus
+from trainer.corpus import splits
+from trainer.corpus.build import build_corpus
+from trainer.corpus.crates import version_key
+from trainer.corpus.splits import HOLDOUT_CATEGORIES, select_holdout, split_of
 
 MATHY_LIB = r'''
 use std::collections::HashMap;
@@ -189,7 +192,7 @@ def all_records(out: Path) -> dict[str, dict]:
 
 
 def test_pairs_and_metadata(registry, tmp_path, capsys):
-    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    report = build_corpus(registry, tmp_path / "out", crates="all")
     recs = all_records(tmp_path / "out")
 
     assert set(recs) == {"gcd", "largest", "fetch_twice", "word_counts", "Counter::new", "Counter::bump",
@@ -236,7 +239,7 @@ def test_pairs_and_metadata(registry, tmp_path, capsys):
 
 
 def test_broken_and_non_utf8_files_are_counted_not_fatal(registry, tmp_path, capsys):
-    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    report = build_corpus(registry, tmp_path / "out", crates="all")
     assert report["skipped_file_reasons"] == {"non_utf8": 1, "syntax_error": 1}
     assert {s["file"] for s in report["skipped_files"]} == {"mathy-0.2.0/src/broken.rs", "mathy-0.2.0/src/latin1.rs"}
     err = capsys.readouterr().err
@@ -244,8 +247,8 @@ def test_broken_and_non_utf8_files_are_counted_not_fatal(registry, tmp_path, cap
 
 
 def test_same_sources_give_byte_identical_files(registry, tmp_path):
-    corpus.build_corpus(registry, tmp_path / "a", crates="all")
-    corpus.build_corpus(registry, tmp_path / "b", crates="all")
+    build_corpus(registry, tmp_path / "a", crates="all")
+    build_corpus(registry, tmp_path / "b", crates="all")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["corpus_report.json", "holdout.jsonl", "test.jsonl", "train.jsonl", "validation.jsonl"]
     for name in names:
@@ -253,13 +256,13 @@ def test_same_sources_give_byte_identical_files(registry, tmp_path):
 
 
 def test_holdout_is_disjoint_from_the_splits(registry, tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus, "HOLDOUT_PER_CATEGORY", 1)
-    report = corpus.build_corpus(registry, tmp_path / "out", crates="all")
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 1)
+    report = build_corpus(registry, tmp_path / "out", crates="all")
     out = tmp_path / "out"
     holdout = read_split(out, "holdout")
     split_recs = [r for name in ("train", "validation", "test") for r in read_split(out, name)]
 
-    assert 1 <= len(holdout) <= len(corpus.HOLDOUT_CATEGORIES)
+    assert 1 <= len(holdout) <= len(HOLDOUT_CATEGORIES)
     assert {r["metadata"]["id"] for r in holdout}.isdisjoint(r["metadata"]["id"] for r in split_recs)
     for rec in holdout:
         assert rec["metadata"]["holdout_category"] in rec["metadata"]["categories"]
@@ -269,11 +272,11 @@ def test_holdout_is_disjoint_from_the_splits(registry, tmp_path, monkeypatch):
     assert report["pairs"] == (sum(report["splits"].values()) + report["holdout_total"]
                                + report["skipped_functions"]["shares_tests_with_holdout"])
     for name in ("train", "validation", "test"):
-        assert all(corpus.split_of(r["metadata"]["id"], 0) == name for r in read_split(out, name))
+        assert all(split_of(r["metadata"]["id"], 0) == name for r in read_split(out, name))
 
 
 def test_holdout_prefers_self_contained_then_exclusive_tests(monkeypatch):
-    monkeypatch.setattr(corpus, "HOLDOUT_PER_CATEGORY", 2)
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 2)
 
     def rec(ident, self_contained, tests):
         return {"metadata": {"id": ident, "categories": ["async"], "self_contained": self_contained}, "_tests": tests}
@@ -281,7 +284,7 @@ def test_holdout_prefers_self_contained_then_exclusive_tests(monkeypatch):
     records = [rec(f"c/x.rs::f{i}#0", False, [f"t{i}"]) for i in range(20)]
     records += [rec("c/x.rs::shared#0", False, ["s"]), rec("c/x.rs::other#0", False, ["s"])]
     records.append(rec("c/x.rs::standalone#0", True, ["s"]))
-    chosen = corpus.select_holdout(records, seed=0)
+    chosen = select_holdout(records, seed=0)
     ids = [r["metadata"]["id"] for r in chosen["async"]]
     assert ids[0] == "c/x.rs::standalone#0"  # self-contained first, though its test is shared
     assert ids[1].startswith("c/x.rs::f")  # then one whose tests no other record uses
@@ -289,14 +292,14 @@ def test_holdout_prefers_self_contained_then_exclusive_tests(monkeypatch):
 
 
 def test_crate_list_restricts_and_reports_missing(registry, tmp_path):
-    report = corpus.build_corpus(registry, tmp_path / "out", crates=["strs", "nosuch"])
+    report = build_corpus(registry, tmp_path / "out", crates=["strs", "nosuch"])
     assert set(report["crates"]) == {"strs"} and report["missing_crates"] == ["nosuch"]
     assert report["pairs"] == 2
 
 
 def test_newest_version_wins():
-    assert corpus._version_key("1.0.0-alpha.5") < corpus._version_key("1.0.0") < corpus._version_key("1.0.10")
-    assert corpus._version_key("0.9.9") < corpus._version_key("0.10.0")
+    assert version_key("1.0.0-alpha.5") < version_key("1.0.0") < version_key("1.0.10")
+    assert version_key("0.9.9") < version_key("0.10.0")
 
 
 def test_cli_builds_and_prints_summary(registry, tmp_path, capsys):
@@ -344,10 +347,10 @@ REGISTRY = Path("/usr/share/cargo/registry")
 def test_real_registry_with_shipped_crate_list(tmp_path):
     if not REGISTRY.is_dir():
         pytest.skip(f"{REGISTRY} missing: run `make setup` (installs the librust-*-dev crates)")
-    report = corpus.build_corpus(REGISTRY, tmp_path / "out")
+    report = build_corpus(REGISTRY, tmp_path / "out")
     assert report["missing_crates"] == [], "every crate of trainer/corpus/crates.txt should be installed"
     assert report["splits"]["train"] >= 3000 and report["splits"]["validation"] >= 300
-    assert all(n == corpus.HOLDOUT_PER_CATEGORY for n in report["holdout"].values()), report["holdout"]
+    assert all(n == splits.HOLDOUT_PER_CATEGORY for n in report["holdout"].values()), report["holdout"]
     assert report["self_contained"] >= 10 and report["with_proptest"] >= 1
     assert all(v["pairs"] > 0 for v in report["crates"].values()), "listed crates should yield pairs"
     first = read_split(tmp_path / "out", "train")[0]

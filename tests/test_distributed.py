@@ -64,7 +64,7 @@ def test_cli_reports_the_bad_world_size_in_one_line(tiny_data, tmp_path, monkeyp
 @pytest.mark.slow
 def test_two_processes_equal_one_process_with_the_whole_batch(tiny_data, tmp_path):
     """torchrun 2 x batch 2 vs 1 x batch 4: same steps, same loss curve; and the planted defect is caught."""
-    from trainer.distributed import ddp_equivalence
+    from falsify.checks.scaling import ddp_equivalence
 
     args = (str(tiny_data["train"]), str(tiny_data["validation"]))
     result = ddp_equivalence(*args, str(tmp_path / "eq"))
@@ -75,9 +75,10 @@ def test_two_processes_equal_one_process_with_the_whole_batch(tiny_data, tmp_pat
 
 @pytest.mark.slow
 def test_resume_under_ddp_is_exact(tiny_data, tmp_path):
-    from trainer.distributed import ddp_resume
+    from falsify.checks.scaling import ddp_resume
+    from trainer.experiment import ExperimentPaths
 
     result = ddp_resume(str(tiny_data["train"]), str(tiny_data["validation"]), str(tmp_path / "resume"))
     assert result["passed"], result
-    log = (tmp_path / "resume" / "straight" / "training.log").read_text()
+    log = ExperimentPaths(tmp_path / "resume" / "straight").log.read_text()
     assert log.count("step 1/4 loss") == 1  # only rank 0 writes the log (and the store, checkpoints)

@@ -25,7 +25,7 @@ from trainer.config import save_config
 from trainer.errors import TrainerError
 from trainer.monitor import live as monitor
 from trainer.monitor.live import RunHistory, RunSource, summarize
-from trainer.monitor.store import SCHEMA_VERSION, MetricStore, StoreReader
+from trainer.monitor.store import SCHEMA_VERSION, MetricStore, StoreReader, last_step
 from trainer.monitor.view import plain_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,9 +230,9 @@ def start_training(tmp_path: Path, tiny_data, **training) -> tuple[subprocess.Po
     config = tmp_path / "config.yaml"
     save_config(fast_config(tiny_data, training={"save_steps": 1000, "eval_steps": 50, **training}), config)
     experiment = tmp_path / "run"
-    log = open(tmp_path / "trainer.out", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--config", str(config), "--output", str(experiment)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "trainer.out", "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--config", str(config), "--output", str(experiment)],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     return proc, experiment
 
 
@@ -244,20 +244,6 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def stored_steps(experiment: Path) -> int:
-    path = experiment / "metrics.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        reader = StoreReader(path)
-        try:
-            return reader.read().last_step if reader.schema_version() else 0
-        finally:
-            reader.close()
-    except TrainerError:
-        return 0
 
 
 class Tmux:
@@ -331,7 +317,7 @@ def test_tui_follows_a_live_run_resizes_quits_on_q_and_a_killed_monitor_leaves_t
         assert trainer.wait(timeout=600) == 0, (tmp_path / "trainer.out").read_text()[-2000:]
         metrics = json.loads((experiment / "metrics.json").read_text())
         assert metrics["status"] == "finished" and metrics["steps"] == 200
-        assert stored_steps(experiment) == 200
+        assert last_step(experiment / "metrics.sqlite") == 200
 
         once = cli("monitor", "--experiment", str(experiment), "--once")
         assert once.returncode == 0 and "FINISHED" in once.stdout and "step 200/200" in once.stdout
@@ -350,7 +336,7 @@ def test_tui_follows_a_live_run_resizes_quits_on_q_and_a_killed_monitor_leaves_t
 def test_trainer_killed_with_sigkill_shows_stale_and_the_store_stays_readable(tmp_path, tiny_data):
     trainer, experiment = start_training(tmp_path, tiny_data, max_steps=5000)
     try:
-        wait_for(lambda: stored_steps(experiment) >= 5, 180, "five stored steps")
+        wait_for(lambda: last_step(experiment / "metrics.sqlite") >= 5, 180, "five stored steps")
         before = cli("monitor", "--experiment", str(experiment), "--json")
         assert json.loads(before.stdout)["status"] == "running"
         trainer.send_signal(signal.SIGKILL)

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from falsify.checks.scaling import cross_boundary_attention, packed_vs_unpacked_loss
 from trainer.data import IGNORE, Example, build_examples, collate
 from trainer.errors import TrainerError
-from trainer.packing import best_fit_decreasing, concat_row, cross_boundary_attention, pack_examples, packed_vs_unpacked_loss
+from trainer.packing import best_fit_decreasing, concat_row, pack_examples
 
 
 @settings(max_examples=200, deadline=None)
@@ -71,12 +72,12 @@ def test_packing_through_the_peft_model_and_the_trainer(tiny_data, tmp_path):
     import torch
 
     from conftest import fast_config
+    from falsify.checks.scaling import _packing_model
     from trainer.models import apply_lora
-    from trainer.packing import _tiny_model
     from trainer.train import train
 
     cfg = fast_config(tiny_data, lora={"dropout": 0.0})
-    peft_model = apply_lora(_tiny_model("sdpa", seed=0), cfg.lora).eval()
+    peft_model = apply_lora(_packing_model("sdpa", seed=0), cfg.lora).eval()
     with torch.no_grad():  # B = 0 at init: perturb it so the adapters take part
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -98,7 +99,8 @@ def test_packing_with_an_overlong_example_names_the_option_and_length(tiny_data)
 
     records = load_jsonl(tiny_data["train"])
     tokenizer = train_tokenizer(records, 512)
-    with pytest.raises(TrainerError, match=r"data\.packing=true: record 1 \(id synthetic-0\) is \d+ tokens, longer than data\.max_seq_len=80"):
+    too_long = r"data\.packing=true: record 1 \(id synthetic-0\) is \d+ tokens, longer than data\.max_seq_len=80"
+    with pytest.raises(TrainerError, match=too_long):
         build_examples(tokenizer, records, 80, packing=True)
     examples, _ = build_examples(tokenizer, records, 80)  # without packing: truncated, as before
     assert max(len(ex.input_ids) for ex in examples) == 80

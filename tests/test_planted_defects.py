@@ -58,7 +58,12 @@ def bidirectional_attention(mp):
     import transformers.models.qwen2.modeling_qwen2 as qwen2
 
     mp.setattr(qwen2, "create_causal_mask", lambda **kw: None)
-    _wrap(mp, qwen2.Qwen2Attention, "__init__", lambda init: lambda self, *a, **k: (init(self, *a, **k), setattr(self, "is_causal", False))[0])
+    def make(init):
+        def bidirectional(self, *a, **k):
+            init(self, *a, **k)
+            self.is_causal = False
+        return bidirectional
+    _wrap(mp, qwen2.Qwen2Attention, "__init__", make)
 
 
 def rmsnorm_wrong_statistic(mp):
@@ -230,7 +235,9 @@ def unseeded_data_order(mp):
 
     import trainer.data as data
 
-    mp.setattr(data, "epoch_order", lambda n, seed, epoch: torch.randperm(n, generator=torch.Generator().manual_seed(time.time_ns() % 2**31)).tolist())
+    def clock_seeded(n, seed, epoch):
+        return torch.randperm(n, generator=torch.Generator().manual_seed(time.time_ns() % 2**31)).tolist()
+    mp.setattr(data, "epoch_order", clock_seeded)
 
 
 def resume_skips_rng(mp):
@@ -378,13 +385,17 @@ GPU_CASES = [
     ("throughput_floor", {"steps": 2}, "a 2-second stall per step", synchronize_every_layer),
 ]
 
+ROW_MASK_KEPT = "packed rows keep the plain 2D mask (no attention or position reset)"
+
 # check, params, defect, plant, slow
 CASES = [
     ("parameter_count", dict(preset="qwen2.5-0.5b", expected_total=494032768, lora_rank=16, expected_trainable=8798208,
                              fraction_min=0.0175, fraction_max=0.018), "0.5B preset shape drifted (intermediate 4096)", shape_drift, False),
     ("parameter_count", dict(preset="qwen2.5-0.5b", expected_total=494032768, lora_rank=16, expected_trainable=8798208,
-                             fraction_min=0.0175, fraction_max=0.018), "LoRA targets only attention (4 of 7 projections)", lora_misses_mlp, False),
-    ("qlora_storage_reduction", dict(preset="qwen2.5-0.5b"), "NF4 stored with 8-value blocks (4x absmax overhead)", nf4_small_blocks, False),
+                             fraction_min=0.0175, fraction_max=0.018), "LoRA targets only attention (4 of 7 projections)",
+     lora_misses_mlp, False),
+    ("qlora_storage_reduction", dict(preset="qwen2.5-0.5b"), "NF4 stored with 8-value blocks (4x absmax overhead)",
+     nf4_small_blocks, False),
     ("qlora_storage_reduction", dict(preset="tiny"), "quantization config skips every linear layer", quantization_skips_linears, True),
     ("causal_masking", {}, "bidirectional attention (no causal mask)", bidirectional_attention, False),
     ("rmsnorm_properties", {"max_examples": 10}, "RMSNorm divides by mean |x| instead of RMS", rmsnorm_wrong_statistic, False),
@@ -397,7 +408,8 @@ CASES = [
     ("step0_loss_random_init", {}, "init std 1.0 instead of 0.02", init_scale_too_large, False),
     ("grad_accum_equivalence", {}, "loss averaged per micro-batch instead of per window label token", loss_mean_per_micro_batch, False),
     ("padding_invariance", {}, "padding positions carry labels", padding_labelled, False),
-    ("label_masking", {"pad_equals_eos": True}, "labels = input_ids masked where == pad (classic shortcut)", labels_from_pad_shortcut, False),
+    ("label_masking", {"pad_equals_eos": True}, "labels = input_ids masked where == pad (classic shortcut)",
+     labels_from_pad_shortcut, False),
     ("all_masked_batch_is_error", {}, "an all-masked window counted as one label token", masked_batch_counts_one, False),
     ("eval_not_polluted", {}, "eval reads the training step's loss buffer", eval_reads_train_buffer, False),
     ("eval_deterministic", {}, "dropout left on in eval (eval() is a no-op)", dropout_left_on, False),
@@ -415,8 +427,8 @@ CASES = [
     ("step0_loss_from_init", {"warm_steps": 20}, "init weights silently re-randomised after loading", init_weights_randomised, True),
     ("andon_stops_on_nan", {}, "guard swallows non-finite loss and training goes on", guard_swallowed, True),
     ("evaluator_discriminates", {}, "assertion analysis never flags trivial or tautological asserts", tautology_detector_off, True),
-    ("packed_loss_equals_unpacked", {}, "packed rows keep the plain 2D mask (no attention or position reset)", packing_keeps_row_mask, False),
-    ("packing_no_cross_attention", {}, "packed rows keep the plain 2D mask (no attention or position reset)", packing_keeps_row_mask, False),
+    ("packed_loss_equals_unpacked", {}, ROW_MASK_KEPT, packing_keeps_row_mask, False),
+    ("packing_no_cross_attention", {}, ROW_MASK_KEPT, packing_keeps_row_mask, False),
     ("ddp_equals_single_process", {}, "every rank trains on rank 0's shard", ranks_share_one_shard, True),
     ("ddp_resume_exact", {}, "resume restores the RNG of rank 0 only", other_ranks_rng_not_restored, True),
 ]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from falsify.report import cli as report
-from falsify.report import pipeline
+from falsify.report import pipeline, scorecard
 from falsify.report.evidence import ReportError
 from falsify.report.rubric import RUBRIC_VERSION
 from tests.test_rubric import good_summary
@@ -168,6 +168,26 @@ def test_planted_regression_is_detected_and_named(world, capsys):
     assert "REGRESSION" in (world["out"] / "scorecard.html").read_text()
 
 
+def test_scorecard_json_has_exactly_the_fields_of_its_schema(world):
+    """scorecard.json's one definition (falsify.report.scorecard) is what the file holds, key for key."""
+    assert run_report(world) == 0
+    baseline = world["tmp"] / "old.json"
+    shutil.copy(world["out"] / "scorecard.json", baseline)
+    assert run_report(world, "--baseline", str(baseline)) == 0
+    card = card_of(world)
+
+    def keys(td):
+        return set(td.__required_keys__ | td.__optional_keys__)
+    assert set(card) == keys(scorecard.Scorecard) and set(card["counts"]) == keys(scorecard.Counts)
+    assert all(set(i) == keys(scorecard.ScoredItem) for i in card["items"])
+    assert all(set(f) == keys(scorecard.FalsifierBehind) for i in card["items"] for f in i["falsifiers"])
+    assert all(set(g) == keys(scorecard.Gate) for g in card["gates"])
+    assert all(set(c) == keys(scorecard.CategoryScore) for c in card["categories"].values())
+    assert all(set(s) == keys(scorecard.StageRecord) for s in card["stages"]) and card["stages"]
+    assert set(card["baseline"]) == keys(scorecard.BaselineDiff)
+    assert all(set(r) == keys(scorecard.ItemDelta) for r in card["baseline"]["items"])
+
+
 @pytest.mark.slow
 def test_equal_or_better_than_baseline_exits_zero(world):
     write_evaluation(world["exp"] / "evaluation", good_summary(comment_rate=0.1))
@@ -278,18 +298,18 @@ def test_a_failure_mid_write_leaves_the_old_scorecard_intact_and_no_temp_files(w
     old = {n: (world["out"] / n).read_bytes() for n in ("scorecard.json", "scorecard.md", "scorecard.html")}
     write_evaluation(world["exp"] / "evaluation", good_summary(compile_rate=0.1))
     calls = {"n": 0}
-    real_fsync = report.os.fsync
+    real_write = scorecard.write_atomic
 
-    def failing_fsync(fd):  # the second file's flush hits a full disk
+    def failing_write(path, data):  # the second file hits a full disk
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
-        real_fsync(fd)
-    monkeypatch.setattr(report.os, "fsync", failing_fsync)
+        return real_write(path, data)
+    monkeypatch.setattr(scorecard, "write_atomic", failing_write)
     with pytest.raises(OSError):
         run_report(world)
     assert {n: (world["out"] / n).read_bytes() for n in old} == old
-    assert not list(world["out"].glob(".*.tmp"))
+    assert not list(world["out"].glob(".*.tmp")) and sorted(p.name for p in world["out"].iterdir()) == sorted(old)
 
 
 # ---------------------------------------------------------------- pipeline stages

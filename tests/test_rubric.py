@@ -6,7 +6,9 @@ import copy
 
 import pytest
 
-from falsify.report.rubric import CATEGORIES, ITEMS, RUBRIC_VERSION, SUMMARY_FIELDS, Evidence, grade, score
+from falsify.evaluate.verdict import SUMMARY_FIELDS
+from falsify.report.evidence import Evidence
+from falsify.report.rubric import CATEGORIES, ITEMS, RUBRIC_VERSION, grade, score
 
 CATS = ("has_generics", "has_lifetimes", "is_async", "has_unsafe", "uses_macros")
 

@@ -76,7 +76,7 @@ def test_vocab_mismatch_names_both_sizes(capsys, config_file, tmp_path):
     from falsify.checks import fixtures
 
     init = tmp_path / "init"
-    shutil.copytree(fixtures.tiny_model_dir(0), init)
+    shutil.copytree(fixtures.model_dir("tiny", 0), init)
     cfg = json.loads((init / "config.json").read_text())
     cfg["vocab_size"] = 151936
     (init / "config.json").write_text(json.dumps(cfg))

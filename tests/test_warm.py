@@ -1,10 +1,11 @@
-"""The warm interpreter (falsify/warm.py): a forked run must behave exactly like a cold one.
+"""The warm interpreter (falsify/warm/): a forked run must behave exactly like a cold one.
 
 Each test drives real processes: a server started with `python -m falsify.warm start` in a
 private socket directory, and `python -m pytest -m tier1` in a scratch project whose
 contracts and probe tests are cheap. A warm run and a cold run of the same selection must
 give the same outcomes and exit status; everything else here is about not lying (stale
-servers refused, project code imported fresh) and not leaking (killed callers stop their run).
+servers refused, project code imported fresh) and not leaking (killed callers stop their run,
+and nothing but `start` starts a server).
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ SUMMARY = re.compile(r"(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s")
 
 
 def _env(warm_dir: str, **extra) -> dict:
-    """Use a server in `warm_dir`, never start one (FALSIFY_WARM=use; the auto-start test unsets it)."""
-    return {**os.environ, "FALSIFY_WARM_DIR": warm_dir, "FALSIFY_WARM": "use", **extra}
+    """Use a server in `warm_dir` (if one is running there)."""
+    env = {**os.environ, "FALSIFY_WARM_DIR": warm_dir, **extra}
+    env.pop("FALSIFY_WARM", None)
+    return env
 
 
 def _warm(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -144,8 +147,11 @@ def test_other_selections_never_use_the_server(project, server):
 
 
 def test_no_server_and_a_dead_socket(project, tmp_path):
-    quiet = _pytest(project, _env(str(tmp_path)), "-k", "fresh")
-    assert quiet.returncode == 0 and "falsify.warm" not in quiet.stderr  # nothing running: cold, silently
+    cold = _pytest(project, _env(str(tmp_path)), "-k", "fresh")
+    hint = [line for line in cold.stderr.splitlines() if line.startswith("falsify.warm:")]
+    assert cold.returncode == 0 and "forked" not in cold.stdout
+    assert hint == ["falsify.warm: no warm interpreter is running; this run is cold. `python -m falsify.warm start` "
+                    "(or `make tier1`) makes the next runs skip the imports"]
     import socket
 
     warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
@@ -160,7 +166,7 @@ def test_no_server_and_a_dead_socket(project, tmp_path):
 
 
 def _socket_path(env: dict) -> Path:
-    code = "from falsify import warm; print(warm.socket_path())"
+    code = "from falsify.warm import protocol; print(protocol.socket_path())"
     return Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                check=True).stdout.strip())
 
@@ -225,11 +231,22 @@ def test_status_reports_what_was_preloaded_and_nothing_of_the_project(server):
     status = json.loads(_warm(["status", "--json"], server).stdout)
     assert status["usable"] is True and status["why_not"] is None
     assert {"torch", "transformers", "hypothesis", "pytest"} <= set(status["versions"])
+    text = _warm(["status"], server)
+    assert text.returncode == 0 and re.match(rf"warm interpreter pid {status['pid']}, up \d+ s, \d+ runs, preloaded in "
+                                             r"[\d.]+ s; usable from this environment$", text.stdout.strip()), text.stdout
+    stale = _warm(["status"], {**server, "HF_PROBE_SETTING": "1"})
+    assert stale.returncode == 0 and "NOT usable: environment variables differ: HF_PROBE_SETTING" in stale.stdout
+
+
+def test_status_without_a_server_says_how_to_start_one(tmp_path):
+    result = _warm(["status"], _env(str(tmp_path)))
+    assert result.returncode == 1 and "no warm interpreter is running" in result.stderr
+    assert "start one with: python -m falsify.warm start" in result.stderr
 
 
 def test_preloading_refuses_project_modules():
     """The guard that keeps stale project code out of every fork (shown by planting it)."""
-    code = "import trainer.config\nfrom falsify import warm\nwarm.preload()"
+    code = "import trainer.config\nfrom falsify.warm import server\nserver.preload()"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0 and "project modules were preloaded: trainer, trainer.config" in result.stderr
 
@@ -239,8 +256,8 @@ def test_probe_fails_when_the_server_leaks_its_own_copy(project, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent("""\
-        import falsify.warm
-        falsify.warm.purge_project_modules = lambda: None
+        import falsify.warm.server
+        falsify.warm.server.purge_project_modules = lambda: None
     """))
     warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
     env = _env(warm_dir, PYTHONPATH=str(site))
@@ -269,39 +286,31 @@ def test_a_second_server_is_refused(server):
     assert json.loads(_warm(["status", "--json"], server).stdout)["usable"] is True
 
 
-def test_a_cold_run_starts_a_server_for_the_next_one(project):
+def _holder(env: dict) -> int | None:
+    code = "from falsify.warm import protocol; print(protocol.holder())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    return None if out == "None" else int(out)
+
+
+def test_cold_runs_start_no_server(project):
+    """Opt-in: `pytest -m tier1` never spawns a daemon, however often it runs cold."""
     warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
-    env = {k: v for k, v in _env(warm_dir).items() if k != "FALSIFY_WARM"}  # the default: auto-start
+    env = _env(warm_dir)
     try:
-        first = _pytest(project, env, "-k", "fresh")
-        assert first.returncode == 0 and "forked" not in first.stdout
-        assert "this run is cold; a warm interpreter is starting in the background" in first.stderr
-        second = _pytest(project, env, "-k", "fresh")  # may wait for the preloading server: never cold again
-        assert second.returncode == 0 and "forked from the warm interpreter" in second.stdout, second.stderr
-        assert "starting in the background" not in second.stderr
-        other = {**env, "HF_PROBE_SETTING": "1"}  # another import-time environment: the server is replaced
-        stale = _pytest(project, other, "-k", "fresh")
-        assert "server not used (environment variables differ: HF_PROBE_SETTING" in stale.stderr
-        assert "starting in the background" in stale.stderr and "Restart it with" not in stale.stderr
-        replaced = _pytest(project, other, "-k", "fresh")
-        assert replaced.returncode == 0 and "forked from the warm interpreter" in replaced.stdout, replaced.stderr
+        for _ in range(2):
+            cold = _pytest(project, env, "-k", "fresh")
+            assert cold.returncode == 0 and "forked" not in cold.stdout
+            assert "no warm interpreter is running; this run is cold" in cold.stderr
+        time.sleep(0.5)  # a server spawned in the background would hold the lock from its first instant
+        assert _holder(env) is None and not any(Path(warm_dir).glob("*.sock"))
         off = _pytest(project, {**env, "FALSIFY_WARM": "0"}, "-k", "fresh")
         assert off.returncode == 0 and "forked" not in off.stdout and "falsify.warm" not in off.stderr
     finally:
-        _warm(["stop"], env)
-        _wait_gone(env)
         shutil.rmtree(warm_dir, ignore_errors=True)
 
 
-def _wait_gone(env: dict) -> None:
-    code = "from falsify import warm; import sys; sys.exit(warm.holder() is not None)"
-    deadline = time.monotonic() + 15
-    while subprocess.run([sys.executable, "-c", code], env=env).returncode and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def test_a_caller_waits_for_a_starting_server_and_not_for_a_dead_one(project, tmp_path):
-    """A process holding the lock without a socket is "starting": the run waits, and goes cold once it is gone."""
+def test_a_starting_server_is_not_waited_for(project):
+    """A process holding the lock without a socket is "starting": the run goes cold at once and says so."""
     warm_dir = tempfile.mkdtemp(prefix="rtf-warm-")
     env = _env(warm_dir)
     lock = _socket_path(env).with_suffix(".lock")
@@ -311,13 +320,15 @@ def test_a_caller_waits_for_a_starting_server_and_not_for_a_dead_one(project, tm
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, str(os.getpid()).encode())
         print("locked", flush=True)
-        time.sleep(2)
+        time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = _pytest(project, env, "-k", "fresh")
-        assert f"waiting for the warm interpreter to finish starting (pid {holder.pid})" in result.stderr
-        assert "it did not start" in result.stderr and result.returncode == 0 and "forked" not in result.stdout
+        assert f"a warm interpreter is still starting (pid {holder.pid}); this run is cold" in result.stderr
+        assert result.returncode == 0 and "forked" not in result.stdout
+        status = _warm(["status"], env)
+        assert status.returncode == 1 and f"a warm interpreter is starting (pid {holder.pid}" in status.stderr
     finally:
         holder.kill()
         holder.wait()

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import TrainerError
+from trainer.files import write_atomic
 from trainer.typed_yaml import build as _build
 from trainer.typed_yaml import compose_with_lines as _compose_with_lines
 
@@ -197,4 +198,4 @@ def validate(config: Config, source: str = "<config>") -> None:
 
 
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -7,13 +7,13 @@ never learns to stop.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from trainer.errors import TrainerError
+from trainer.files import iter_jsonl
 
 IGNORE = -100
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -38,20 +38,15 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
     if not path.is_file():
         raise TrainerError(f"data file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainerError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            for key in ("input", "output"):
-                if not isinstance(rec.get(key), str):
-                    raise TrainerError(f"{path}:{lineno}: field '{key}' must be a string")
-            records.append(rec)
-            if limit is not None and len(records) >= limit:
-                break
+    for item in iter_jsonl(path):
+        if item.problem is not None:
+            raise item.error(path)
+        for key in ("input", "output"):
+            if not isinstance(item.value, dict) or not isinstance(item.value.get(key), str):
+                raise item.error(path, f"field '{key}' must be a string")
+        records.append(item.value)
+        if limit is not None and len(records) >= limit:
+            break
     if not records:
         raise TrainerError(f"{path}: no records")
     return records
@@ -177,7 +172,8 @@ class BatchStream:
 
     def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, rank: int = 0, world_size: int = 1):
         if not examples:
-            raise TrainerError("no training examples left after encoding: none has a label token within data.max_seq_len (raise it, or check data.train)")
+            raise TrainerError("no training examples left after encoding: none has a label token within data.max_seq_len "
+                               "(raise it, or check data.train)")
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.rank, self.world_size = rank, world_size  # DDP: every rank walks the same order, takes its share
         self.epoch, self.cursor = 0, 0

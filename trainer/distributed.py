@@ -11,8 +11,8 @@ What a run means does not depend on the number of processes:
   an error.
 - The loss is normalised by the label tokens of the whole accumulation window on all
   ranks (an all-reduce of the count), so 2 x 4 examples give the gradient of 1 x 8.
-- Only rank 0 writes: the experiment directory, log, metric store, checkpoints and
-  metrics.json. Other ranks keep their metrics in an in-memory store, read the base model
+- Only rank 0 writes: the experiment directory, its log, metric store, checkpoints and
+  metrics. Other ranks keep their metrics in an in-memory store, read the base model
   rank 0 saved, and resume from rank 0's checkpoints (one machine, one file system).
 - Backends: gloo on CPU, NCCL on CUDA (one GPU per rank, cuda:LOCAL_RANK).
 """
@@ -60,11 +60,13 @@ def check_batch_size(batch_size: int, world_size: int) -> None:
         )
 
 
-def setup(info: DistInfo, device: torch.device, batch_size: int) -> torch.device:
-    """Join the process group (once per process); returns the device this rank trains on."""
+def setup(info: DistInfo, device: torch.device) -> torch.device:
+    """Join the process group (once per process); returns the device this rank trains on.
+
+    The batch size was checked against the world size (`check_batch_size`) before anything was written.
+    """
     if not info.enabled:
         return device
-    check_batch_size(batch_size, info.world_size)
     if device.type == "cuda":
         if info.local_rank >= torch.cuda.device_count():
             raise TrainerError(f"torchrun LOCAL_RANK={info.local_rank} but only {torch.cuda.device_count()} CUDA device(s) are visible")
@@ -120,102 +122,3 @@ def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         barrier(info)
         dist.destroy_process_group()
-
-
-# ------------------------------------------------------------------ falsifiers
-
-
-def _loss_curve(experiment: Path) -> list[tuple[int, float]]:
-    import sqlite3
-
-    db = sqlite3.connect(f"file:{experiment / 'metrics.sqlite'}?mode=ro", uri=True)
-    try:
-        return [tuple(r) for r in db.execute("SELECT step, loss FROM steps ORDER BY step")]
-    finally:
-        db.close()
-
-
-def _run_train(config_file: Path, output: Path, nproc: int, extra: list[str] = (), timeout: float = 600) -> None:
-    """`python -m trainer train` (nproc 1) or `torchrun --nproc_per_node N -m trainer train`; raises on failure."""
-    import subprocess
-    import sys
-
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    cmd = [*launcher, "-m", "trainer", "train", "--config", str(config_file), "--output", str(output), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-
-
-def _write_config(raw: dict, path: Path) -> Path:
-    from trainer.config import load_config, save_config
-
-    save_config(load_config(data=raw), path)
-    return path
-
-
-def ddp_equivalence(train: str, validation: str, workdir: str, batch_per_rank: int = 2, world_size: int = 2,
-                    max_steps: int = 4, mode: str = "lora", rtol: float = 1e-4, defect: str | None = None) -> dict:
-    """torchrun with `world_size` processes x `batch_per_rank` vs one process x the whole batch.
-
-    Both runs use one config (batch_size = batch_per_rank x world_size, LoRA dropout 0 so
-    that no random mask differs between the two layouts): same optimizer step count and
-    the same loss curve within `rtol` (float summation order is the only difference).
-    Planted defect "half_batch": the single process trains on batch_per_rank only.
-    """
-    from pathlib import Path
-
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    raw = {"name": "ddp-equivalence", "model": {"preset": "tiny"}, "lora": {"dropout": 0.0},
-           "data": {"train": train, "validation": validation, "max_seq_len": 96, "max_validation_samples": 8},
-           "training": {"mode": mode, "max_steps": max_steps, "batch_size": batch_per_rank * world_size, "learning_rate": 2e-3,
-                        "save_steps": max_steps, "eval_steps": max_steps, "device": "cpu", "seed": 7}}
-    ddp_cfg = _write_config(raw, work / "ddp.yaml")
-    if defect == "half_batch":
-        raw["training"]["batch_size"] = batch_per_rank
-    elif defect is not None:
-        raise ValueError(f"unknown defect {defect!r}")
-    single_cfg = _write_config(raw, work / "single.yaml")
-    _run_train(ddp_cfg, work / "ddp", world_size, ["--overwrite"])
-    _run_train(single_cfg, work / "single", 1, ["--overwrite"])
-    ddp, single = _loss_curve(work / "ddp"), _loss_curve(work / "single")
-    rel = max((abs(a[1] - b[1]) / abs(b[1]) for a, b in zip(ddp, single)), default=float("inf"))
-    same_steps = [s for s, _ in ddp] == [s for s, _ in single] and len(ddp) == max_steps
-    return {"passed": same_steps and rel <= rtol, "max_relative_loss_difference": rel, "rtol": rtol,
-            "steps_ddp": len(ddp), "steps_single": len(single), "loss_ddp": [l for _, l in ddp],
-            "loss_single": [l for _, l in single], "world_size": world_size, "batch_per_rank": batch_per_rank, "defect": defect}
-
-
-def ddp_resume(train: str, validation: str, workdir: str, world_size: int = 2, batch_per_rank: int = 2, max_steps: int = 4) -> dict:
-    """Under torchrun, N steps straight equal N/2 steps + `--resume` to N: identical adapter bytes."""
-    import shutil
-    from pathlib import Path
-
-    from trainer.checkpoint import ADAPTER, sha256_file
-
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    raw = {"name": "ddp-resume", "model": {"preset": "tiny"},
-           "data": {"train": train, "validation": validation, "max_seq_len": 96, "max_validation_samples": 8},
-           "training": {"mode": "lora", "max_steps": max_steps, "batch_size": batch_per_rank * world_size, "learning_rate": 2e-3,
-                        "save_steps": max_steps // 2, "eval_steps": max_steps, "device": "cpu", "seed": 7}}
-    cfg = _write_config(raw, work / "resume.yaml")
-    _run_train(cfg, work / "straight", world_size, ["--overwrite"])
-    # An interrupted run, without the waiting: a copy of the straight run cut back to its
-    # step-N/2 checkpoint (what a kill after that save leaves), then resumed to N.
-    resumed = work / "resumed"
-    if resumed.exists():
-        shutil.rmtree(resumed)
-    shutil.copytree(work / "straight", resumed)
-    for step_dir in (resumed / "checkpoints").glob("step-*"):
-        if int(step_dir.name.split("-")[1]) > max_steps // 2:
-            shutil.rmtree(step_dir)
-    shutil.rmtree(resumed / "checkpoints" / "best", ignore_errors=True)
-    _run_train(cfg, resumed, world_size, ["--resume"])
-    a = sha256_file(work / "straight" / "checkpoints" / f"step-{max_steps}" / ADAPTER)
-    b = sha256_file(resumed / "checkpoints" / f"step-{max_steps}" / ADAPTER)
-    straight, again = _loss_curve(work / "straight"), _loss_curve(resumed)
-    return {"passed": a == b and straight == again, "adapter_sha256_straight": a, "adapter_sha256_resumed": b,
-            "loss_straight": [l for _, l in straight], "loss_resumed": [l for _, l in again], "world_size": world_size}

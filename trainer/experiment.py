@@ -22,7 +22,7 @@ import yaml
 
 from trainer.config import Config, load_config, save_config
 from trainer.errors import TrainerError
-from trainer.files import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
+from trainer.files import sha256_file, write_atomic
 
 log = logging.getLogger("trainer")
 
@@ -65,6 +65,19 @@ class ExperimentPaths:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step}"
 
+    @staticmethod
+    def step_of(checkpoint: Path) -> int | None:
+        """The step of a `checkpoint(step)` directory; None for anything else (best/, temp directories)."""
+        name = Path(checkpoint).name
+        return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
+
+    def step_checkpoints(self) -> list[Path]:
+        """The step checkpoint directories, oldest first (best/ and temp directories are not among them)."""
+        if not self.checkpoints.is_dir():
+            return []
+        steps = [p for p in self.checkpoints.iterdir() if p.is_dir() and self.step_of(p) is not None]
+        return sorted(steps, key=self.step_of)
+
     @property
     def base_model(self) -> Path:
         return self.root / "base_model"
@@ -74,28 +87,35 @@ class ExperimentPaths:
         return self.root / "evaluation"
 
 
-def prepare_directory(paths: ExperimentPaths, config: Config, *, resume: bool, overwrite: bool) -> Config:
-    """Create, resume or overwrite the directory; returns the config the run will use.
+def resolve_config(paths: ExperimentPaths, given: Config | None, *, resume: bool) -> Config:
+    """The config the run will use, decided once (every rank decides the same).
 
-    Resuming with a different config would silently change the run, so the resolved
-    configs must match key for key.
+    A fresh run uses `given`. A resume uses the saved config: resuming with a different
+    one would silently change the run, so a `given` config must match it key for key.
     """
-    exists = paths.config.is_file()
+    if not resume:
+        if given is None:
+            raise TrainerError("train needs a config (or --resume with an existing experiment directory)")
+        return given
+    if not paths.config.is_file():
+        raise TrainerError(f"--resume: {paths.root} is not an experiment directory (no {paths.config.name})")
+    saved = load_config(paths.config)
+    diff = _diff(saved.to_dict(), given.to_dict()) if given is not None else []
+    if diff:
+        raise TrainerError(f"--resume: the config differs from {paths.config} in: {', '.join(diff)}")
+    return saved
+
+
+def prepare_directory(paths: ExperimentPaths, config: Config, *, resume: bool, overwrite: bool) -> None:
+    """Create (or, with `overwrite`, replace) the directory and save the config; a resume keeps it as it is."""
     if resume:
-        if not exists:
-            raise TrainerError(f"--resume: {paths.root} is not an experiment directory (no config.yaml)")
-        saved = load_config(paths.config)
-        diff = _diff(saved.to_dict(), config.to_dict()) if config is not None else []
-        if diff:
-            raise TrainerError(f"--resume: the config differs from {paths.config} in: {', '.join(diff)}")
-        return saved
-    if exists and not overwrite:
+        return
+    if paths.config.is_file() and not overwrite:
         raise TrainerError(f"{paths.root} already holds an experiment; pass --resume to continue it or --overwrite to replace it")
     if overwrite and paths.root.exists():
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
     save_config(config, paths.config)
-    return config
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -111,7 +131,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def setup_logging(path: Path) -> None:
-    """training.log gets everything; the console gets the same lines."""
+    """The experiment's log file gets everything; the console gets the same lines."""
     logger = logging.getLogger("trainer")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
@@ -140,8 +160,6 @@ def quiet_libraries() -> None:
 
 
 def sha256_of(path: Path) -> str | None:
-    from trainer.checkpoint import sha256_file
-
     return sha256_file(path) if path.is_file() else None
 
 
@@ -182,5 +200,5 @@ def write_lock(paths: ExperimentPaths, config: Config, device: str, final_adapte
         "final_adapter_sha256": sha256_of_dir(final_adapter) if final_adapter else None,
         "final_checkpoint": str(final_adapter) if final_adapter else None,
     }
-    paths.lock.write_text(yaml.safe_dump(lock, sort_keys=True), encoding="utf-8")
+    write_atomic(paths.lock, yaml.safe_dump(lock, sort_keys=True))
     return lock

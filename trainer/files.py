@@ -1,4 +1,4 @@
-"""The two file primitives every on-disk format here is built on: atomic writes and JSONL reads.
+"""The file primitives every on-disk format here is built on: atomic writes, JSONL reads, sha256.
 
 Why our own: each is a dozen lines, and one copy means one behaviour for every format
 (temp file in the same directory + `os.replace`, so a reader or a crash never sees half a
@@ -7,6 +7,7 @@ file; JSONL errors that name the file and the line).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +18,9 @@ from typing import Any
 
 from trainer.errors import TrainerError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: a written file gets the mode a plain open() would give it
+
 
 def write_atomic(path: Path | str, data: str | bytes) -> Path:
     """Write `data` to `path` through a temp file in the same directory and a rename."""
@@ -24,8 +28,11 @@ def write_atomic(path: Path | str, data: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must not reach the disk before the bytes do
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,9 +45,18 @@ def write_json_atomic(path: Path | str, data: Any) -> Path:
     return write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_jsonl_atomic(path: Path | str, records: Iterable[Any]) -> Path:
-    """One compact JSON value per line, written atomically."""
-    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+def write_jsonl_atomic(path: Path | str, records: Iterable[Any], *, sort_keys: bool = False) -> Path:
+    """One compact JSON value per line (UTF-8, not escaped), written atomically."""
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=sort_keys) + "\n" for r in records))
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,10 @@ class JsonLine:
     line: int
     value: Any = None
     problem: str | None = None
+
+    def error(self, path: Path | str, problem: str | None = None) -> JsonlError:
+        """`path:line: problem` (by default this line's own problem), for a reader that stops here."""
+        return JsonlError(f"{path}:{self.line}: {problem or self.problem.split(': ', 1)[1]}")
 
 
 class JsonlError(TrainerError):
@@ -81,7 +101,7 @@ def read_jsonl(path: Path | str, limit: int | None = None) -> list[Any]:
     values = []
     for item in iter_jsonl(path):
         if item.problem is not None:
-            raise JsonlError(f"{path}:{item.line}: {item.problem.split(': ', 1)[1]}")
+            raise item.error(path)
         values.append(item.value)
         if limit is not None and len(values) >= limit:
             break

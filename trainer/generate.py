@@ -19,7 +19,8 @@ from trainer import checkpoint as ckpt
 from trainer.config import GenerationConfig, load_config
 from trainer.data import IM_END, render_prompt
 from trainer.errors import TrainerError
-from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir, write_json_atomic
+from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir
+from trainer.files import iter_jsonl, write_json_atomic
 from trainer.models import BaseModel, load_for_training, load_tokenizer
 from trainer.runtime import resolve_device
 
@@ -28,15 +29,15 @@ log = logging.getLogger("trainer")
 
 def pick_checkpoint(paths: ExperimentPaths, name: str = "best") -> Path:
     """`best`, `last`, or `step-N`; `best` falls back to the newest step only if no eval ever ran."""
-    root = paths.checkpoints
-    if name == "last" or (name == "best" and not (root / "best").is_dir()):
-        newest = ckpt.latest_valid(root)
+    if name == "last" or (name == "best" and not paths.best.is_dir()):
+        newest = ckpt.latest_valid(paths)
         if newest is None:
             raise TrainerError(f"{paths.root}: no checkpoint to generate from (train first)")
         return newest
-    path = root / name
+    path = paths.best if name == "best" else paths.checkpoints / name
     if not path.is_dir():
-        raise TrainerError(f"{paths.root}: no checkpoint '{name}' (have: {', '.join(p.name for p in sorted(root.iterdir()))})")
+        have = ", ".join(p.name for p in sorted(paths.checkpoints.iterdir()))
+        raise TrainerError(f"{paths.root}: no checkpoint '{name}' (have: {have})")
     return path
 
 
@@ -44,7 +45,7 @@ def load_experiment(experiment: Path, checkpoint: str = "best", device: str | No
     """The trained model (base + checkpoint weights) in eval mode, its tokenizer and provenance."""
     paths = ExperimentPaths(Path(experiment))
     if not paths.config.is_file():
-        raise TrainerError(f"{experiment} is not an experiment directory (no config.yaml)")
+        raise TrainerError(f"{experiment} is not an experiment directory (no {paths.config.name})")
     quiet_libraries()
     cfg = load_config(paths.config)
     dev, _ = resolve_device(device or cfg.training.device)
@@ -98,24 +99,31 @@ def read_functions(path: Path) -> list[dict]:
     if not path.is_file():
         raise TrainerError(f"input file not found: {path}")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainerError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    for item in iter_jsonl(path):
+        if item.problem is not None:
+            raise item.error(path)
+        rec = item.value if isinstance(item.value, dict) else {}
         code = rec.get("function_code", rec.get("input"))
         if not isinstance(code, str):
-            raise TrainerError(f"{path}:{lineno}: needs a string 'function_code' (or 'input')")
+            raise item.error(path, "needs a string 'function_code' (or 'input')")
         meta = rec.get("metadata") or {}
         rows.append({
-            "id": str(rec.get("id") or meta.get("id") or f"{path.stem}-{lineno}"),
+            "id": str(rec.get("id") or meta.get("id") or f"{path.stem}-{item.line}"),
             "function_code": code,
             "reference_tests": rec.get("reference_tests", rec.get("output")),
             "metadata": meta,
         })
     return rows
+
+
+def partial_output_path(out_path: Path) -> Path:
+    """Where `generate_file` streams its records until the last one is written and it renames the file."""
+    return out_path.with_name(f".{out_path.name}.tmp")
+
+
+def generation_summary_path(out_path: Path) -> Path:
+    """The generation summary next to the records: tokens/s, latency, provenance."""
+    return out_path.with_suffix(".summary.json")
 
 
 def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpoint: str = "best",
@@ -128,9 +136,9 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
     rows = read_functions(Path(input_path))[:limit]
     total_tokens, total_seconds, latencies = 0, 0.0, []
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    partial = partial_output_path(out_path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("w", encoding="utf-8") as fh:  # streamed, so a watcher can count the rows done
         for i, row in enumerate(rows, 1):
             text, n, seconds = generate_one(model, tokenizer, row["function_code"], gen, device)
             total_tokens, total_seconds = total_tokens + n, total_seconds + seconds
@@ -139,8 +147,9 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
             row["metadata"] = {**row["metadata"], "generation": {**provenance, **asdict(gen), "new_tokens": n,
                                                                   "seconds": seconds, "tokens_per_s": n / seconds if seconds else None}}
             fh.write(json.dumps(row, sort_keys=True) + "\n")
+            fh.flush()
             log.info("generated %d/%d %s: %d tokens in %.2fs", i, len(rows), row["id"], n, seconds)
-    tmp.replace(out_path)
+    partial.replace(out_path)
     latencies.sort()
     summary = {
         "functions": len(rows), "new_tokens": total_tokens, "seconds": total_seconds,
@@ -148,5 +157,5 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
         "median_seconds_per_function": latencies[len(latencies) // 2] if latencies else None,
         **provenance, "generation": asdict(gen),
     }
-    write_json_atomic(out_path.with_suffix(".summary.json"), summary)
+    write_json_atomic(generation_summary_path(out_path), summary)
     return summary

@@ -227,14 +227,14 @@ class BaseModel:
     config: PretrainedConfig | None = None  # pretrain --init: architecture given separately
 
 
-def prepare_base(cfg: Config, train_records: list[dict], experiment_dir: Path) -> BaseModel:
+def prepare_base(cfg: Config, train_records: list[dict], saved: Path) -> BaseModel:
     """Resolve the model source into a loadable directory, preflight checks first.
 
-    Presets are built with the run's seed, saved to `<experiment>/base_model/` with their
-    tokenizer, and later loaded back from there (the same code path as a real model).
+    Presets are built with the run's seed, saved to `saved` (the experiment's base model
+    directory) with their tokenizer, and later loaded back from there (the same code
+    path as a real model).
     """
     m = cfg.model
-    saved = experiment_dir / "base_model"
     if m.path is not None:
         path = Path(m.path)
         arch = read_config_json(path, "model.path")
@@ -269,7 +269,7 @@ def prepare_base(cfg: Config, train_records: list[dict], experiment_dir: Path) -
         torch.manual_seed(cfg.training.seed)
         model = AutoModelForCausalLM.from_config(config)
         saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = saved.with_name(".tmp-base_model")
+        tmp = saved.with_name(f".tmp-{saved.name}")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.rename(saved)
@@ -279,12 +279,13 @@ def prepare_base(cfg: Config, train_records: list[dict], experiment_dir: Path) -
     return BaseModel(saved, tokenizer, True, desc)
 
 
-def load_for_training(cfg: Config, base: BaseModel, device: torch.device) -> torch.nn.Module:
-    """Load the base weights for the chosen mode and wrap them (LoRA / QLoRA) as needed."""
+def load_base_weights(cfg: Config, base: BaseModel, device: torch.device) -> torch.nn.Module:
+    """The base weights as `training.mode` trains them, on `device`: NF4 (qlora), bf16 (lora on CUDA), else fp32."""
     mode = cfg.training.mode
     kwargs: dict = {"dtype": torch.float32}
     if mode == "qlora":
-        kwargs = {"quantization_config": quantization_config(device), "device_map": {"": device.index or 0} if device.type == "cuda" else "cpu"}
+        device_map = {"": device.index or 0} if device.type == "cuda" else "cpu"
+        kwargs = {"quantization_config": quantization_config(device), "device_map": device_map}
     elif device.type == "cuda" and mode == "lora":
         kwargs = {"dtype": torch.bfloat16}  # frozen base in bf16; adapters stay fp32 (peft upcasts them)
     model = load_pretrained(base.path, config=base.config, **kwargs)
@@ -292,8 +293,12 @@ def load_for_training(cfg: Config, base: BaseModel, device: torch.device) -> tor
         disable_cpu_bf16_inference_kernel(model)
     if mode != "qlora":
         model.to(device)
-    if mode in ("lora", "qlora"):
-        model = apply_lora(model, cfg.lora)
-    else:
-        model.requires_grad_(True)
     return model
+
+
+def load_for_training(cfg: Config, base: BaseModel, device: torch.device) -> torch.nn.Module:
+    """Load the base weights for the chosen mode and wrap them (LoRA / QLoRA) as needed."""
+    model = load_base_weights(cfg, base, device)
+    if cfg.training.mode in ("lora", "qlora"):
+        return apply_lora(model, cfg.lora)
+    return model.requires_grad_(True)

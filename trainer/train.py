@@ -1,18 +1,22 @@
-"""The training loop, readable top to bottom in `train()`.
+"""The training recipe: `train()` reads top to bottom as setup, the loop, finish.
 
-Config in, experiment directory out. Everything the loop needs (model, data, optimizer,
-schedule) is built right here; checkpoint I/O, the metric store and model loading live
-in their own modules.
+Config in, experiment directory out. `setup` builds what the loop needs (the config,
+resolved once; device, seed, data, model; the optimizer and schedule from
+`build_optimizer`, which the checks use too); the loop steps, evaluates, checkpoints,
+reports to the monitor and stops on its guards; `finish` writes metrics.json and the
+lock file. Checkpoint I/O, the metric store and model loading live in their own modules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,12 +24,15 @@ import torch.nn.functional as F
 
 from trainer import checkpoint as ckpt
 from trainer import distributed, hardware
-from trainer.config import Config, load_config
+from trainer.checkpoint import TrainingState
+from trainer.config import Config, TrainingConfig
 from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
 from trainer.errors import AndonStop, TrainerError
-from trainer.experiment import ExperimentPaths, prepare_directory, setup_logging, write_json_atomic, write_lock
+from trainer.experiment import ExperimentPaths, prepare_directory, resolve_config, setup_logging, write_lock
+from trainer.files import write_json_atomic
+from trainer.generate import sample_for_monitor
 from trainer.hparams import RULES, diagnose
-from trainer.models import load_for_training, prepare_base
+from trainer.models import BaseModel, load_for_training, prepare_base
 from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
 from trainer.runtime import assert_on_device, autocast, resolve_device, rng_state, seed_everything, set_rng_state
@@ -155,177 +162,261 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], device: t
     return window_loss, grad_norm.item()
 
 
-def train(cfg: Config, output: Path, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run (or resume) one experiment; returns metrics.json's content."""
-    paths = ExperimentPaths(Path(output))
-    env = distributed.from_env()  # under torchrun: this process's rank; else rank 0 of 1
-    if cfg is not None:
-        distributed.check_batch_size(cfg.training.batch_size, env.world_size)  # before anything is written
-    if env.is_main:
-        cfg = prepare_directory(paths, cfg, resume=resume, overwrite=overwrite)
-        setup_logging(paths.log)
-    elif cfg is None or resume:
-        cfg = load_config(paths.config)  # rank 0 checks it against the saved one
+def build_optimizer(model: torch.nn.Module, training: TrainingConfig, total_steps: int):
+    """AdamW over the trainable parameters and its cosine schedule (counted in optimizer steps).
+
+    The one construction of both: `train` uses it, and so do the checks that step a model.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, betas=(0.9, 0.999), weight_decay=training.weight_decay)
+    schedule = cosine_schedule(total_steps, training.warmup_ratio, training.min_lr_ratio)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameters."""
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------ setup
+
+
+@dataclass
+class TrainingData:
+    """The encoded data the loop reads: the shuffled training stream and the fixed validation batches."""
+
+    stream: BatchStream
+    val_batches: list[dict]
+    val_records: list[dict]  # the raw records: the live monitor samples from the first
+    train_examples: int  # rows, after packing
+    validation_examples: int
+    dropped: int  # train + validation examples with no label token within max_seq_len
+
+
+@dataclass
+class TrainingRun:
+    """Everything `setup` built for one run: what the loop and `finish` read."""
+
+    cfg: Config
+    paths: ExperimentPaths
+    env: distributed.DistInfo
+    device: torch.device
+    device_warning: str | None
+    base: BaseModel
+    model: torch.nn.Module  # the (peft) model: evaluation, checkpoints, samples
+    ddp_model: torch.nn.Module | None  # LabelLoss(model), in DDP under torchrun: the training forward
+    data: TrainingData
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    store: MetricStore
+    state: TrainingState = field(default_factory=TrainingState)
+
+
+def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) -> TrainingRun:
+    """The config (resolved once, the same on every rank), device, seed, data, model, optimizer, state."""
+    paths, env = ExperimentPaths(Path(output)), distributed.from_env()  # under torchrun: this process's rank; else 0 of 1
+    cfg = resolve_config(paths, given, resume=resume)
     t = cfg.training
+    distributed.check_batch_size(t.batch_size, env.world_size)  # before anything is written
+    if env.is_main:
+        prepare_directory(paths, cfg, resume=resume, overwrite=overwrite)
+        setup_logging(paths.log)
     device, device_warning = resolve_device(t.device)
-    device = distributed.setup(env, device, t.batch_size)
+    device = distributed.setup(env, device)
     seed_everything(t.seed, device)
     log.info("experiment %s: mode=%s device=%s seed=%d", paths.root, t.mode, device, t.seed)
 
-    # ---- data and model
     train_records = load_jsonl(cfg.data.train, cfg.data.max_train_samples)
     val_records = load_jsonl(cfg.data.validation, cfg.data.max_validation_samples)
+    base, model = load_model(cfg, paths, env, train_records, device)
+    data = build_data(cfg, base.tokenizer, train_records, val_records, env)
+    steps_per_epoch = -(-data.stream.batches_per_epoch // t.gradient_accumulation_steps)
+    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    optimizer, scheduler = build_optimizer(model, t, total_steps)
+    store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
+    ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
+    run = TrainingRun(cfg, paths, env, device, device_warning, base, model, ddp_model, data, total_steps, optimizer, scheduler, store)
+
+    removed = ckpt.clean_partial(paths) if env.is_main else []
+    if removed:
+        log.warning("removed partial checkpoint writes left by an interrupted run: %s", ", ".join(removed))
+    if resume:
+        run.state = resume_from_checkpoint(run)
+    store.set_meta(run_name=cfg.name, total_steps=total_steps, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                   model=base.description, mode=t.mode, device=str(device), random_init=base.random_init,
+                   status="running", started_at=time.time(), pid=os.getpid())
+    if run.state.initial_val_loss is None:
+        run.state.initial_val_loss = evaluate(model, data.val_batches, device)
+        store.log_eval(0, run.state.initial_val_loss)
+        log.info("step 0: validation loss %.4f", run.state.initial_val_loss)
+    return run
+
+
+def load_model(cfg: Config, paths: ExperimentPaths, env: distributed.DistInfo, train_records: list[dict],
+               device: torch.device) -> tuple[BaseModel, torch.nn.Module]:
+    """The base model's source (rank 0 builds and saves a preset first) and the model to train, on `device`."""
     if not env.is_main:
         distributed.barrier(env)  # wait for rank 0 to build and save the base model (presets)
-    base = prepare_base(cfg, train_records, paths.root)
+    base = prepare_base(cfg, train_records, paths.base_model)
     if env.is_main:
         distributed.barrier(env)
-    tokenizer = base.tokenizer
     model = load_for_training(cfg, base, device)
     assert_on_device(model, device)
-    ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in model.parameters())
-    log.info("model: %s; trainable %d of %d parameters", base.description, n_trainable, n_total)
+    total, trainable = parameter_counts(model)
+    log.info("model: %s; trainable %d of %d parameters", base.description, trainable, total)
+    return base, model
 
+
+def build_data(cfg: Config, tokenizer, train_records: list[dict], val_records: list[dict], env: distributed.DistInfo) -> TrainingData:
+    """Encode (assistant-only labels), pack if asked, check the hyperparameter rules on the real lengths, batch."""
+    t, d = cfg.training, cfg.data
     pretrain = t.mode == "pretrain"
-    train_examples, dropped = build_examples(tokenizer, train_records, cfg.data.max_seq_len, pretrain, cfg.data.packing)
-    val_examples, val_dropped = build_examples(tokenizer, val_records, cfg.data.max_seq_len, pretrain)
+    train_examples, dropped = build_examples(tokenizer, train_records, d.max_seq_len, pretrain, d.packing)
+    val_examples, val_dropped = build_examples(tokenizer, val_records, d.max_seq_len, pretrain)
     if dropped or val_dropped:
         log.warning("dropped %d train / %d validation examples with no label token within max_seq_len=%d",
-                    dropped, val_dropped, cfg.data.max_seq_len)
-    if cfg.data.packing:
+                    dropped, val_dropped, d.max_seq_len)
+    if d.packing:
         n_examples = len(train_examples)
-        train_examples = pack_examples(train_examples, cfg.data.max_seq_len)
-        log.info("packing: %d examples into %d rows of at most %d tokens", n_examples, len(train_examples), cfg.data.max_seq_len)
+        train_examples = pack_examples(train_examples, d.max_seq_len)
+        log.info("packing: %d examples into %d rows of at most %d tokens", n_examples, len(train_examples), d.max_seq_len)
     for finding in diagnose(cfg, token_lengths=[len(e.input_ids) for e in train_examples], world_size=env.world_size):
         if finding.level == "error":
             raise TrainerError(f"{finding.rule} ({RULES[finding.rule]}): {finding.message}")
         if finding.level == "warn":
             log.warning("hyperparameter rule %s (%s): %s", finding.rule, RULES[finding.rule], finding.message)
     stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id, env.rank, env.world_size)
-    val_batches = eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id)
-    steps_per_epoch = -(-stream.batches_per_epoch // t.gradient_accumulation_steps)
-    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    return TrainingData(stream, eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id), val_records,
+                        len(train_examples), len(val_examples), dropped + val_dropped)
 
-    # ---- optimizer and schedule (counted in optimizer steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps, t.warmup_ratio, t.min_lr_ratio))
 
-    # ---- state, fresh or resumed
-    store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
-    step, best_val, best_step, initial_val, tokens_seen, elapsed = 0, math.inf, None, None, 0, 0.0
-    removed = ckpt.clean_partial(paths.checkpoints) if env.is_main else []
-    if removed:
-        log.warning("removed partial checkpoint writes left by an interrupted run: %s", ", ".join(removed))
-    if resume:
-        last = ckpt.latest_valid(paths.checkpoints)
-        if last is None:
-            log.warning("--resume: no checkpoint yet in %s; starting from step 0", paths.checkpoints)
-        else:
-            state = ckpt.load_state(last)
-            ckpt.load_weights(model, last)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            stream.restore(state["data_position"])
-            rngs = state.get("rng_per_rank", [state["rng"]])
-            if len(rngs) != env.world_size:
-                raise TrainerError(f"--resume: {last} was written by {len(rngs)} process(es), this run has "
-                                   f"{env.world_size}; an exact resume needs the same torchrun world size")
-            set_rng_state(rngs[env.rank])
-            step, best_val, best_step = state["step"], state["best_val_loss"], state["best_step"]
-            initial_val, tokens_seen, elapsed = state["initial_val_loss"], state["tokens_seen"], state["elapsed"]
-            store.truncate_after(step)
-            log.info("resumed from %s (step %d of %d)", last, step, total_steps)
-    store.set_meta(run_name=cfg.name, total_steps=total_steps, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                   model=base.description, mode=t.mode, device=str(device), random_init=base.random_init,
-                   status="running", started_at=time.time(), pid=os.getpid())
-    if initial_val is None:
-        initial_val = evaluate(model, val_batches, device)
-        store.log_eval(0, initial_val)
-        log.info("step 0: validation loss %.4f", initial_val)
+def resume_from_checkpoint(run: TrainingRun) -> TrainingState:
+    """The newest checkpoint's progress, with weights, optimizer, schedule, data position and this rank's RNG put back."""
+    last = ckpt.latest_valid(run.paths)
+    if last is None:
+        log.warning("--resume: no checkpoint yet in %s; starting from step 0", run.paths.checkpoints)
+        return TrainingState()
+    state = ckpt.load_state(last)
+    ckpt.load_weights(run.model, last)
+    run.optimizer.load_state_dict(state.optimizer)
+    run.scheduler.load_state_dict(state.scheduler)
+    run.data.stream.restore(state.data_position)
+    if len(state.rng_per_rank) != run.env.world_size:
+        raise TrainerError(f"--resume: {last} was written by {len(state.rng_per_rank)} process(es), this run has "
+                           f"{run.env.world_size}; an exact resume needs the same torchrun world size")
+    set_rng_state(state.rng_per_rank[run.env.rank])
+    run.store.truncate_after(state.step)
+    log.info("resumed from %s (step %d of %d)", last, state.step, run.total_steps)
+    return dataclasses.replace(state, optimizer={}, scheduler={})  # the loop keeps the counters; the live objects hold the rest
 
-    # ---- the loop
-    status, stop_reason, guard, step_rates, last_saved = "finished", None, None, [], None
+
+# ------------------------------------------------------------------------ the recipe
+
+
+def train(cfg: Config | None, output: Path, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run (or resume) one experiment; returns metrics.json's content.
+
+    `cfg` may be None with `resume`: the experiment's saved config is used.
+    """
+    run = setup(cfg, output, resume=resume, overwrite=overwrite)
+    t, state, store = run.cfg.training, run.state, run.store
+    status, stop_reason, guard, step_rates = "finished", None, None, []
     try:
-        model.train()
-        while step < total_steps:
+        run.model.train()
+        while state.step < run.total_steps:
             started = time.perf_counter()
-            micro = [stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
-            loss, grad_norm = train_step(ddp_model, optimizer, scheduler, micro, device, t.gradient_clipping, step + 1, env)
-            step += 1
+            micro = [run.data.stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
+            loss, grad_norm = train_step(run.ddp_model, run.optimizer, run.scheduler, micro, run.device, t.gradient_clipping,
+                                         state.step + 1, run.env)
+            state.step += 1
             seconds = time.perf_counter() - started
-            tokens = distributed.reduce_sum(sum(count_tokens(b) for b in micro), env)
-            tokens_seen, elapsed = tokens_seen + tokens, elapsed + seconds
+            tokens = distributed.reduce_sum(sum(count_tokens(b) for b in micro), run.env)
+            state.tokens_seen, state.elapsed = state.tokens_seen + tokens, state.elapsed + seconds
             step_rates.append(tokens / seconds)
-            lr = scheduler.get_last_lr()[0]
-            store.log_step(step, stream.fractional_epoch(), loss, lr, grad_norm, tokens, tokens / seconds, elapsed)
-            if step % t.log_steps == 0 or step == total_steps:
-                log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s", step, total_steps, loss, lr, grad_norm, tokens / seconds)
-            if store.hardware_due() or step == total_steps:
-                store.log_hardware(**hardware.snapshot())
-            if env.is_main and store.sample_due(step, t.sample_steps, t.eval_steps):
-                from trainer.generate import sample_for_monitor
+            report_step(run, loss, grad_norm, tokens, seconds)
 
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # a peek leaves training's RNG alone
-                    store.log_sample(step, *sample_for_monitor(model.eval(), tokenizer, val_records[0], device))
-
-            improved = False
-            if step % t.eval_steps == 0 or step == total_steps:
-                val = evaluate(model, val_batches, device)
-                store.log_eval(step, val)
-                log.info("step %d: validation loss %.4f", step, val)
-                improved = val < best_val
+            last, improved = state.step == run.total_steps, False
+            if state.step % t.eval_steps == 0 or last:
+                val = evaluate(run.model, run.data.val_batches, run.device)
+                store.log_eval(state.step, val)
+                log.info("step %d: validation loss %.4f", state.step, val)
+                improved = val < state.best_val_loss
                 if improved:
-                    best_val, best_step = val, step
-            if step % t.save_steps == 0 or step == total_steps or improved:  # the same decision on every rank
-                rngs = distributed.gather_objects(rng_state(), env)  # each rank's dropout stream is its own
-            if env.is_main and (step % t.save_steps == 0 or step == total_steps or improved):
-                state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rngs[0], "rng_per_rank": rngs, "data_position": stream.position(), "best_val_loss": best_val,
-                         "best_step": best_step, "initial_val_loss": initial_val, "tokens_seen": tokens_seen,
-                         "elapsed": elapsed}
-                last_saved = ckpt.save_checkpoint(paths.checkpoints, step, model, state)
-                if improved:
-                    ckpt.update_best(paths.checkpoints, last_saved)
-                ckpt.rotate(paths.checkpoints, t.max_checkpoints)
-    except AndonStop as stop:
+                    state.best_val_loss, state.best_step = val, state.step
+            if state.step % t.save_steps == 0 or last or improved:  # the same decision on every rank
+                save_checkpoint(run, improved)
+    except AndonStop as stop:  # the guards: a non-finite loss or gradient norm
         status, stop_reason, guard = "stopped_by_guard", str(stop), stop
         log.error("%s", stop)
     except KeyboardInterrupt as stop:
         status, stop_reason, guard = "interrupted", "KeyboardInterrupt", stop
-        log.error("interrupted at step %d; the last complete checkpoint is kept", step)
+        log.error("interrupted at step %d; the last complete checkpoint is kept", state.step)
     finally:
         store.end_run(status, stop_reason)  # "failed" when an exception is propagating
 
-    # ---- results
-    distributed.barrier(env)  # rank 0's last checkpoint is complete before anyone lists them
-    final = ckpt.list_checkpoints(paths.checkpoints)
+    metrics = finish(run, status, stop_reason, step_rates)
+    if guard is not None:
+        raise guard
+    return metrics
+
+
+def report_step(run: TrainingRun, loss: float, grad_norm: float, tokens: int, seconds: float) -> None:
+    """The step's row in the metric store and its log line; hardware readings and a sample for the monitor when due."""
+    t, step, store = run.cfg.training, run.state.step, run.store
+    lr = run.scheduler.get_last_lr()[0]
+    store.log_step(step, run.data.stream.fractional_epoch(), loss, lr, grad_norm, tokens, tokens / seconds, run.state.elapsed)
+    if step % t.log_steps == 0 or step == run.total_steps:
+        log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s", step, run.total_steps, loss, lr, grad_norm, tokens / seconds)
+    if store.hardware_due() or step == run.total_steps:
+        store.log_hardware(**hardware.snapshot())
+    if run.env.is_main and store.sample_due(step, t.sample_steps, t.eval_steps):
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):  # a peek leaves training's RNG alone
+            store.log_sample(step, *sample_for_monitor(run.model.eval(), run.base.tokenizer, run.data.val_records[0], run.device))
+
+
+def save_checkpoint(run: TrainingRun, improved: bool) -> None:
+    """Every rank hands over its RNG state; rank 0 writes the checkpoint, copies it to best if `improved`, rotates."""
+    rngs = distributed.gather_objects(rng_state(), run.env)  # each rank's dropout stream is its own
+    if not run.env.is_main:
+        return
+    state = dataclasses.replace(run.state, optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                                data_position=run.data.stream.position(), rng_per_rank=rngs)
+    saved = ckpt.save_checkpoint(run.paths, run.model, state)
+    if improved:
+        ckpt.update_best(run.paths, saved)
+    ckpt.rotate(run.paths, run.cfg.training.max_checkpoints)
+
+
+def finish(run: TrainingRun, status: str, stop_reason: str | None, step_rates: list[float]) -> dict:
+    """metrics.json and the lock file (rank 0 writes them), then leave the process group; returns the metrics."""
+    t, state, paths, store = run.cfg.training, run.state, run.paths, run.store
+    distributed.barrier(run.env)  # rank 0's last checkpoint is complete before anyone lists them
+    final = paths.step_checkpoints()
     final_checkpoint = final[-1] if final else None
     curve = store.eval_curve()
     final_val = curve[-1][1] if curve else None
     converged = None if t.target_val_loss is None or final_val is None else final_val <= t.target_val_loss
+    n_total, n_trainable = parameter_counts(run.model)
     metrics = {
-        "name": cfg.name, "status": status, "stop_reason": stop_reason, "mode": t.mode, "device": str(device),
-        "device_warning": device_warning, "world_size": env.world_size, "model": base.description, "random_init": base.random_init,
-        "total_parameters": n_total, "trainable_parameters": n_trainable,
-        "steps": step, "total_steps": total_steps, "epochs": stream.fractional_epoch(),
-        "train_examples": len(train_examples), "validation_examples": len(val_examples),
-        "dropped_examples": dropped + val_dropped, "tokens_seen": tokens_seen, "train_seconds": elapsed,
+        "name": run.cfg.name, "status": status, "stop_reason": stop_reason, "mode": t.mode, "device": str(run.device),
+        "device_warning": run.device_warning, "world_size": run.env.world_size, "model": run.base.description,
+        "random_init": run.base.random_init, "total_parameters": n_total, "trainable_parameters": n_trainable,
+        "steps": state.step, "total_steps": run.total_steps, "epochs": run.data.stream.fractional_epoch(),
+        "train_examples": run.data.train_examples, "validation_examples": run.data.validation_examples,
+        "dropped_examples": run.data.dropped, "tokens_seen": state.tokens_seen, "train_seconds": state.elapsed,
         "tokens_per_s_median": statistics.median(step_rates) if step_rates else None,
-        "initial_val_loss": initial_val, "final_val_loss": final_val, "best_val_loss": best_val if best_step else None,
-        "best_step": best_step, "final_train_loss": (store.loss_curve() or [(0, None)])[-1][1],
+        "initial_val_loss": state.initial_val_loss, "final_val_loss": final_val,
+        "best_val_loss": state.best_val_loss if state.best_step else None, "best_step": state.best_step,
+        "final_train_loss": (store.loss_curve() or [(0, None)])[-1][1],
         "target_val_loss": t.target_val_loss, "converged": converged,
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
-        "best_checkpoint": str(paths.checkpoints / "best") if (paths.checkpoints / "best").is_dir() else None,
+        "best_checkpoint": str(paths.best) if paths.best.is_dir() else None,
     }
-    if env.is_main:
+    if run.env.is_main:
         write_json_atomic(paths.metrics, metrics)
-        write_lock(paths, cfg, str(device), final_checkpoint)
+        write_lock(paths, run.cfg, str(run.device), final_checkpoint)
     store.close()
-    del ddp_model  # DDP's reducer must go before its process group: destroyed after, gloo can hang
-    distributed.shutdown(env)
-    if guard is not None:
-        raise guard
+    run.ddp_model = None  # DDP's reducer must go before its process group: destroyed after, gloo can hang
+    distributed.shutdown(run.env)
     return metrics

@@ -1,4 +1,4 @@
-"""Training throughput with and without a live monitor attached: `python -m falsify.bench.monitor`.
+"""Training throughput with and without a live monitor attached: `python -m falsify.bench monitor`.
 
 Runs the tiny model's training as a separate process, alternately without (A) and with
 (B) a live `trainer monitor --refresh 0.2` attached (A B A B ..., so drift in machine load
@@ -6,7 +6,7 @@ hits both alike), and prints each run's median tokens/s (metrics.json's per-step
 the median per variant and the slowdown ratio. The monitor draws into a pseudo-terminal
 (120 x 40) that this script drains, as a terminal would; its CPU use is reported too.
 
-    python -m falsify.bench.monitor [--pairs 3] [--steps 150] [--refresh 0.2] [--keep DIR]
+    python -m falsify.bench monitor [--pairs 3] [--steps 150] [--refresh 0.2] [--keep DIR]
 
 On a shared machine whole runs a minute apart see different background load, so
 `--windows` adds a finer A/B: one long training run, with the monitor started and
@@ -32,7 +32,10 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from trainer.experiment import ExperimentPaths
+from trainer.monitor.store import StoreReader, last_step
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository root: where `python -m trainer` runs
 
 
 def write_config(path: Path, steps: int) -> Path:
@@ -83,12 +86,13 @@ class PtyMonitor:
 
 def one_run(config: Path, out: Path, monitor_refresh: float | None) -> dict:
     experiment = out / f"run-{len(list(out.iterdir()))}"
+    paths = ExperimentPaths(experiment)
     started = time.monotonic()
     trainer = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--config", str(config), "--output", str(experiment)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     monitor = None
     if monitor_refresh is not None:
-        while not (experiment / "config.yaml").exists():  # attach as soon as the directory exists, before step 1
+        while not paths.config.exists():  # attach as soon as the directory exists, before step 1
             if trainer.poll() is not None:
                 break
             time.sleep(0.02)
@@ -97,7 +101,7 @@ def one_run(config: Path, out: Path, monitor_refresh: float | None) -> dict:
     wall = time.monotonic() - started
     if trainer.returncode != 0:
         raise SystemExit(f"error: training failed ({trainer.returncode}): {err.strip().splitlines()[-1:]}")
-    result = {"tokens_per_s": json.loads((experiment / "metrics.json").read_text())["tokens_per_s_median"], "wall_s": wall}
+    result = {"tokens_per_s": json.loads(paths.metrics.read_text())["tokens_per_s_median"], "wall_s": wall}
     if monitor is not None:
         alive, cpu = monitor.stop()
         if not alive or monitor.bytes == 0:
@@ -107,7 +111,7 @@ def one_run(config: Path, out: Path, monitor_refresh: float | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m falsify.bench.monitor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m falsify.bench monitor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs (default 3)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per run (default 150)")
@@ -146,15 +150,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def window_comparison(out: Path, pairs: int, seconds: float, refresh: float) -> None:
-    from trainer.monitor.store import StoreReader
-
     config = write_config(out / "windows-config.yaml", 1_000_000)
     experiment = out / "windows-run"
     trainer = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--config", str(config), "--output", str(experiment)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = experiment / "metrics.sqlite"
+    store = ExperimentPaths(experiment).store
     try:
-        while not (store.exists() and stored_steps(store) >= 5):  # past start-up and the first slow steps
+        while not (store.exists() and last_step(store) >= 5):  # past start-up and the first slow steps
             if trainer.poll() is not None:
                 raise SystemExit("error: the windows training run exited early")
             time.sleep(0.2)
@@ -187,20 +189,6 @@ def window_comparison(out: Path, pairs: int, seconds: float, refresh: float) -> 
     print(f"  median tokens/s: without monitor {med_a:.1f}, with monitor {med_b:.1f}; "
           f"ratio {med_b / med_a:.4f} (slowdown {100 * (1 - med_b / med_a):+.2f}%); "
           f"median of pair ratios {statistics.median(pair_ratios):.4f}")
-
-
-def stored_steps(store: Path) -> int:
-    from trainer.errors import TrainerError
-    from trainer.monitor.store import StoreReader
-
-    try:
-        reader = StoreReader(store)
-        try:
-            return reader.read().last_step if reader.schema_version() else 0
-        finally:
-            reader.close()
-    except TrainerError:
-        return 0
 
 
 if __name__ == "__main__":

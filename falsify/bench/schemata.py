@@ -1,4 +1,4 @@
-"""Benchmark (a script, not a test): python -m falsify.bench.schemata [--samples N] [--jobs J].
+"""Benchmark (a script, not a test): python -m falsify.bench schemata [--samples N] [--jobs J].
 
 Prints, warm (dependencies already compiled in the cache), on this machine:
 1. wall time for N corpus-sized samples through compile + test + coverage + clippy +
@@ -13,13 +13,15 @@ built from scratch; only the dependencies are shared).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from trainer.files import read_jsonl
 
 FUNCTIONS = {
 "gcd": ("""pub fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -219,12 +221,14 @@ def _median(values: list[float]) -> float:
 
 def pipeline(n: int, jobs: int) -> None:
     from falsify.evaluate import evaluate_samples
+    from falsify.evaluate.verdict import SAMPLES_FILE
+
     out = Path(tempfile.mkdtemp(prefix="rtf-bench-"))
     try:
         t0 = time.monotonic()
         summary = evaluate_samples(bench_samples(n), out, jobs=jobs)
         wall = time.monotonic() - t0
-        records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+        records = read_jsonl(out / SAMPLES_FILE)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     phases = ("build", "test", "coverage", "clippy", "mutation")
@@ -283,18 +287,19 @@ def schemata_vs_separate() -> None:
           f"identical verdicts {same}/{total}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m falsify.bench.schemata")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m falsify.bench schemata")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-schemata", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.skip_pipeline:
         pipeline(args.samples, args.jobs)
     if not args.skip_schemata:
         schemata_vs_separate()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from falsify.checks.registry import Verdict, check
+from trainer.files import read_jsonl
 
 FUNCTION = """pub fn weighted_sum(a: i64, b: i64, w: i64) -> i64 {
     if w > 0 { a * w + b } else { a - b }
@@ -47,19 +48,19 @@ fn test_weighted_sum_wrong_expectation() {
 def evaluator_discriminates(*, min_good_mutation_score: float = 0.8) -> Verdict:
     """Known-good tests compile, pass and kill mutants; a tautology is flagged; broken and failing tests say why."""
     from falsify.evaluate import evaluate_samples
+    from falsify.evaluate.verdict import SAMPLES_FILE
 
     samples = [{"id": k, "function_code": FUNCTION, "generated_tests": v} for k, v in SAMPLES.items()]
     with tempfile.TemporaryDirectory(prefix="rtf-eval-") as tmp:
         summary = evaluate_samples(samples, Path(tmp), coverage=False)
-        import json
-
-        records = {r["id"]: r for r in map(json.loads, (Path(tmp) / "samples.jsonl").read_text().splitlines())}
+        records = {r["id"]: r for r in read_jsonl(Path(tmp) / SAMPLES_FILE)}
     good, taut, broken, failing = (records[k] for k in ("good", "tautology", "broken", "failing"))
     checks = {
         "good compiles and passes": good["compiles"] and good["passes"],
         "good kills mutants": (good["mutation_score"] or 0) >= min_good_mutation_score,
         "tautology flagged": taut["assertions"]["tautological"] > 0 or taut["assertions"]["trivial"] > 0,
-        "broken does not compile, with the compiler's reason": not broken["compiles"] and any("weighted_sm" in r for r in broken["reasons"]),
+        "broken does not compile, with the compiler's reason":
+            not broken["compiles"] and any("weighted_sm" in r for r in broken["reasons"]),
         "failing test named": failing["compiles"] and not failing["passes"]
         and "test_weighted_sum_wrong_expectation" in " ".join(failing["failing_tests"]),
     }

@@ -7,8 +7,8 @@ Built once per process (lru_cache) and, where expensive, cached on disk by conte
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
-import json
 import tempfile
 from pathlib import Path
 
@@ -34,18 +34,20 @@ def rust_pairs(n: int) -> list[dict]:
     return records
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
+def write_dataset(root: Path) -> dict[str, Path]:
+    """train.jsonl (48 records) and validation.jsonl (12) of `rust_pairs` in `root`."""
+    from trainer.files import write_jsonl_atomic
+
+    records = rust_pairs(60)
+    return {"train": write_jsonl_atomic(root / "train.jsonl", records[:48]),
+            "validation": write_jsonl_atomic(root / "validation.jsonl", records[48:])}
 
 
 @functools.lru_cache(maxsize=1)
 def dataset_dir() -> Path:
-    """train/validation JSONL of `rust_pairs` in a process-lifetime temp directory."""
+    """`write_dataset` in a process-lifetime temp directory."""
     root = Path(tempfile.mkdtemp(prefix="rtf-data-"))
-    records = rust_pairs(60)
-    write_jsonl(root / "train.jsonl", records[:48])
-    write_jsonl(root / "validation.jsonl", records[48:])
+    write_dataset(root)
     return root
 
 
@@ -58,26 +60,39 @@ def tokenizer():
     return train_tokenizer(rust_pairs(60), 4096)
 
 
-def tiny_config(**overrides):
+def tiny_config(vocab_size: int | None = None, **overrides):
+    """The tiny preset's config; its vocab is the fixture tokenizer's unless `vocab_size` says otherwise."""
     from trainer.models import preset_config
 
-    return preset_config("tiny", vocab_size=len(tokenizer()), **overrides)
+    return preset_config("tiny", vocab_size=vocab_size or len(tokenizer()), **overrides)
 
 
-def tiny_model(seed: int = 0, **overrides):
-    """A random-init tiny Qwen2 (fp32, CPU), the same construction the trainer's preset uses."""
+def preset_model(preset: str = "tiny", seed: int = 0, *, attn_implementation: str | None = None, vocab_size: int | None = None):
+    """A random-init preset (fp32, CPU), the construction the trainer's presets use; open vocab: the fixture tokenizer's."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from trainer.models import preset_config
+
+    config = preset_config(preset, vocab_size=vocab_size or len(tokenizer()))
+    kwargs = {}
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+        kwargs["attn_implementation"] = attn_implementation
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(tiny_config(**overrides)).eval()
+    return AutoModelForCausalLM.from_config(config, **kwargs).eval()
+
+
+def tiny_model(seed: int = 0, **options):
+    """A random-init tiny Qwen2 (see `preset_model`)."""
+    return preset_model("tiny", seed, **options)
 
 
 @functools.lru_cache(maxsize=4)
-def tiny_model_dir(seed: int = 0) -> Path:
-    """`save_pretrained` of tiny_model(seed) with its tokenizer: the real loading path."""
-    root = Path(tempfile.mkdtemp(prefix=f"rtf-tiny-{seed}-"))
-    tiny_model(seed).save_pretrained(root)
+def model_dir(preset: str = "tiny", seed: int = 0) -> Path:
+    """`save_pretrained` of preset_model(preset, seed) with the fixture tokenizer: the real loading path."""
+    root = Path(tempfile.mkdtemp(prefix=f"rtf-{preset}-{seed}-"))
+    preset_model(preset, seed).save_pretrained(root)
     tokenizer().save_pretrained(root)
     return root
 
@@ -88,39 +103,55 @@ def lora_settings(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0):
     return LoraConfig(rank=rank, alpha=alpha, dropout=dropout)
 
 
+def _settings(mode: str, dropout: float = 0.0):
+    """A trainer Config for `mode` with the fixtures' LoRA settings (rank 8, alpha 16)."""
+    return run_config(training={"mode": mode}, lora=dataclasses.asdict(lora_settings(dropout=dropout)))
+
+
+def _tiny_base(seed: int):
+    from trainer.models import BaseModel
+
+    return BaseModel(model_dir("tiny", seed), tokenizer(), True, f"fixture tiny model, seed {seed}")
+
+
 def load_base(mode: str, seed: int = 0):
-    """The frozen base as the trainer loads it for `mode` (qlora: NF4 via bitsandbytes)."""
+    """The frozen base as the trainer loads it for `mode` (qlora: NF4 via bitsandbytes), on the CPU."""
     import torch
 
-    from trainer.models import disable_cpu_bf16_inference_kernel, load_pretrained, quantization_config
+    from trainer.models import load_base_weights
 
-    if mode == "qlora":
-        model = load_pretrained(tiny_model_dir(seed), quantization_config=quantization_config(torch.device("cpu")),
-                                device_map="cpu")
-        disable_cpu_bf16_inference_kernel(model)
-        return model
-    return load_pretrained(tiny_model_dir(seed), dtype=torch.float32)
+    return load_base_weights(_settings(mode), _tiny_base(seed), torch.device("cpu"))
 
 
 @functools.lru_cache(maxsize=4)
 def _pristine_adapted(mode: str, seed: int, dropout: float):
-    from trainer.models import apply_lora
+    import torch
 
-    return apply_lora(load_base(mode, seed), lora_settings(dropout=dropout))
+    from trainer.models import load_for_training
+
+    return load_for_training(_settings(mode, dropout), _tiny_base(seed), torch.device("cpu"))
 
 
 def adapted(mode: str, seed: int = 0, dropout: float = 0.0):
     """The base loaded for `mode` (lora | qlora) and wrapped in fresh LoRA adapters by the trainer.
 
-    Built once per (mode, seed, dropout) through the real load and `apply_lora` path; every
+    Built once per (mode, seed, dropout) through the trainer's `load_for_training`; every
     caller gets its own deep copy (checks train and mutate it), which costs a third of a build.
     """
     return copy.deepcopy(_pristine_adapted(mode, seed, dropout))
 
 
+def optimizer(model, lr: float = 1e-3):
+    """The trainer's optimizer (`build_optimizer`: AdamW over the trainable parameters) at a constant `lr`."""
+    from trainer.config import TrainingConfig
+    from trainer.train import build_optimizer
+
+    return build_optimizer(model, TrainingConfig(learning_rate=lr, warmup_ratio=0.0, min_lr_ratio=1.0), total_steps=1)
+
+
 def clear_caches() -> None:
     """Forget the built models, so that a planted defect reaches the next build."""
-    for cached in (tiny_model_dir, _pristine_adapted):
+    for cached in (model_dir, _pristine_adapted):
         cached.cache_clear()
 
 

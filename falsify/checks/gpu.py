@@ -6,43 +6,24 @@ reason and the scorecard lists them as not run.
 
 from __future__ import annotations
 
-import functools
-import tempfile
 import time
-from pathlib import Path
 
 from falsify.checks import fixtures
 from falsify.checks.registry import Verdict, check
 
 
-@functools.lru_cache(maxsize=2)
-def _random_model_dir(preset: str, layers: int) -> Path:
-    """A random-init preset saved to disk, so QLoRA loads it through the real from_pretrained path."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from trainer.models import preset_config
-
-    overrides = {"num_hidden_layers": layers} if layers else {}
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(preset_config(preset, vocab_size=len(fixtures.tokenizer()), **overrides))
-    root = Path(tempfile.mkdtemp(prefix=f"rtf-{preset}-"))
-    model.save_pretrained(root)
-    fixtures.tokenizer().save_pretrained(root)
-    return root
-
-
-def _qlora_step(preset: str, layers: int, batch_size: int, seq_len: int, steps: int):
+def _qlora_step(preset: str, batch_size: int, seq_len: int, steps: int):
+    """Load the preset for QLoRA on CUDA and train `steps` steps (after a warm-up), all through the trainer's code."""
     import torch
 
-    from trainer.models import apply_lora, load_pretrained, quantization_config
+    from trainer.models import BaseModel, load_for_training
     from trainer.train import train_step
 
     cuda = torch.device("cuda")
-    base = load_pretrained(_random_model_dir(preset, layers), quantization_config=quantization_config(cuda), device_map={"": 0})
-    model = apply_lora(base, fixtures.lora_settings(rank=16, alpha=32.0, dropout=0.05)).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    cfg = fixtures.run_config(training={"mode": "qlora"}, lora={"rank": 16, "alpha": 32.0, "dropout": 0.05})
+    base = BaseModel(fixtures.model_dir(preset), fixtures.tokenizer(), True, f"random {preset}")
+    model = load_for_training(cfg, base, cuda).train()
+    optimizer, scheduler = fixtures.optimizer(model, lr=2e-4)
     vocab = model.config.vocab_size
     ids = torch.randint(0, min(vocab, len(fixtures.tokenizer())), (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
@@ -60,7 +41,7 @@ def _qlora_step(preset: str, layers: int, batch_size: int, seq_len: int, steps: 
 @check("vram_ceiling")
 def vram_ceiling(*, preset: str = "qwen2.5-0.5b", batch_size: int = 4, seq_len: int = 512, max_gb: float = 8.0) -> Verdict:
     """Peak torch.cuda.max_memory_allocated of a QLoRA training step stays under `max_gb`."""
-    peak, _, device = _qlora_step(preset, 0, batch_size, seq_len, 1)
+    peak, _, device = _qlora_step(preset, batch_size, seq_len, 1)
     gb = peak / 2**30
     return Verdict(gb < max_gb, {"peak_vram_gb": round(gb, 3), "max_gb": max_gb, "device": device, "batch_size": batch_size,
                                  "seq_len": seq_len}, f"peak VRAM {gb:.2f} GB for a {preset} QLoRA step (limit {max_gb} GB)")
@@ -70,7 +51,7 @@ def vram_ceiling(*, preset: str = "qwen2.5-0.5b", batch_size: int = 4, seq_len: 
 def throughput_floor(*, preset: str = "qwen2.5-0.5b", batch_size: int = 4, seq_len: int = 512, steps: int = 5,
                      min_tokens_per_s: float = 2000.0) -> Verdict:
     """QLoRA training tokens/s on CUDA (after one warm-up step) is at least `min_tokens_per_s`."""
-    peak, rate, device = _qlora_step(preset, 0, batch_size, seq_len, steps)
+    peak, rate, device = _qlora_step(preset, batch_size, seq_len, steps)
     return Verdict(rate >= min_tokens_per_s, {"tokens_per_s": round(rate, 1), "floor": min_tokens_per_s, "device": device,
                                               "peak_vram_gb": round(peak / 2**30, 3)},
                    f"{rate:.0f} tokens/s for {preset} QLoRA on {device} (floor {min_tokens_per_s:.0f})")

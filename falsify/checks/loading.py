@@ -28,7 +28,7 @@ def no_silent_random_init() -> Verdict:
 
     from trainer.models import load_pretrained
 
-    src = fixtures.tiny_model_dir(0)
+    src = fixtures.model_dir("tiny", 0)
     cases = {}
     with tempfile.TemporaryDirectory() as tmp:
         no_weights = Path(tmp) / "no-weights"
@@ -109,11 +109,12 @@ def vocab_preflight(*, model_vocab: int = 151936) -> Verdict:
     import transformers
 
     from trainer.config import load_config
+    from trainer.experiment import ExperimentPaths
     from trainer.models import prepare_base
 
     with tempfile.TemporaryDirectory() as tmp:
         init = Path(tmp) / "init"
-        shutil.copytree(fixtures.tiny_model_dir(0), init)
+        shutil.copytree(fixtures.model_dir("tiny", 0), init)
         config = json.loads((init / "config.json").read_text())
         config["vocab_size"] = model_vocab
         (init / "config.json").write_text(json.dumps(config))
@@ -124,7 +125,7 @@ def vocab_preflight(*, model_vocab: int = 151936) -> Verdict:
         transformers.AutoModelForCausalLM.from_pretrained = lambda *a, **k: allocated.append("from_pretrained")
         transformers.AutoModelForCausalLM.from_config = lambda *a, **k: allocated.append("from_config")
         try:
-            error = _error_of(prepare_base, cfg, [], Path(tmp) / "exp")
+            error = _error_of(prepare_base, cfg, [], ExperimentPaths(Path(tmp) / "exp").base_model)
         finally:
             transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoModelForCausalLM.from_config = real
     tok_size = len(fixtures.tokenizer())

@@ -12,9 +12,7 @@ def _one_step(model, lr: float = 1e-2):
 
     from trainer.train import train_step
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    optimizer, scheduler = fixtures.optimizer(model, lr)
     model.train()
     return train_step(model, optimizer, scheduler, [fixtures.batch()], torch.device("cpu"), 1.0, 1)
 

@@ -113,8 +113,9 @@ def padding_invariance(*, atol: float = 1e-4) -> Verdict:
     diff = abs(alone - together)
     if len(short.input_ids) == len(long.input_ids):
         return Verdict(False, {"lengths": [len(short.input_ids)] * 2}, "inconclusive: the fixture examples have equal lengths (no padding)")
+    lengths = [len(short.input_ids), len(long.input_ids)]
     return Verdict(diff <= atol * max(1.0, abs(alone)),
-                   {"loss_sum_separately": alone, "loss_sum_padded_batch": together, "lengths": [len(short.input_ids), len(long.input_ids)]},
+                   {"loss_sum_separately": alone, "loss_sum_padded_batch": together, "lengths": lengths},
                    f"summed loss separately {alone:.6f} vs in one padded batch {together:.6f}")
 
 
@@ -160,8 +161,7 @@ def all_masked_batch_is_error() -> Verdict:
     model = fixtures.adapted("lora")
     batch = fixtures.batch(2)
     batch["labels"] = torch.full_like(batch["labels"], IGNORE)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    optimizer, scheduler = fixtures.optimizer(model)
     try:
         train_step(model, optimizer, scheduler, [batch], torch.device("cpu"), 1.0, 7)
     except TrainerError as exc:
@@ -182,8 +182,7 @@ def eval_not_polluted(*, max_relative_change: float = 0.95) -> Verdict:
 
     model = fixtures.adapted("lora", dropout=0.05)
     batch = fixtures.batch()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    optimizer, scheduler = fixtures.optimizer(model, lr=2e-4)
     model.train()
     train_loss, _ = train_step(model, optimizer, scheduler, [batch], torch.device("cpu"), 1.0, 1)
     eval_loss = evaluate(model, [batch], torch.device("cpu"))

@@ -6,10 +6,10 @@ Runs are cached per process by their settings, so several checks can read one ru
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,6 @@ def _workdir() -> Path:
 
 
 def _train(out: Path, **sections) -> dict:
-    from trainer.errors import AndonStop  # noqa: F401  (callers may expect it)
     from trainer.train import train
 
     return train(fixtures.run_config(**sections), out)
@@ -39,24 +38,32 @@ def cached_run(mode: str, steps: int, seed: int, copy: int = 0) -> Path:
     return out
 
 
-def _final_adapter(run: Path) -> Path:
-    from trainer.checkpoint import list_checkpoints
+def _paths(run: Path):
+    from trainer.experiment import ExperimentPaths
 
-    return list_checkpoints(run / "checkpoints")[-1] / "adapter_model.safetensors"
+    return ExperimentPaths(run)
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads(_paths(run).metrics.read_text())
+
+
+def _final_adapter(run: Path) -> Path:
+    from trainer.checkpoint import ADAPTER
+
+    return _paths(run).step_checkpoints()[-1] / ADAPTER
 
 
 def _curves(run: Path) -> tuple[list, list]:
-    from trainer.monitor.store import MetricStore
+    """(loss curve, validation curve) of a run, from its metric store."""
+    from trainer.monitor.store import read_curves
 
-    store = MetricStore(run / "metrics.sqlite")
-    try:
-        return store.loss_curve(), store.eval_curve()
-    finally:
-        store.close()
+    curves = read_curves(_paths(run).store)
+    return curves.loss, curves.evals
 
 
 def _sha(path: Path) -> str:
-    from trainer.checkpoint import sha256_file
+    from trainer.files import sha256_file
 
     return sha256_file(path)
 
@@ -75,12 +82,11 @@ def same_seed_identical(*, mode: str = "lora", steps: int = 6) -> Verdict:
                    f"eval curves {'identical' if eval_a == eval_b else 'differ'}, adapters {'identical' if sha_a == sha_b else 'differ'}")
 
 
-def _max_step(store: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT COALESCE(MAX(step), 0) FROM steps").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+def _max_step(run: Path) -> int:
+    """The last step a (possibly running) training has logged; 0 while its store does not exist yet."""
+    from trainer.monitor.store import last_step
+
+    return last_step(_paths(run).store)
 
 
 @check("exact_resume")
@@ -98,7 +104,7 @@ def exact_resume(*, mode: str = "lora", steps: int = 12, kill_after_step: int = 
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline, killed_at = time.time() + timeout_s, None
     while time.time() < deadline and proc.poll() is None:
-        reached = _max_step(out / "metrics.sqlite")
+        reached = _max_step(out)
         if reached >= kill_after_step:
             proc.send_signal(signal.SIGKILL)
             killed_at = reached
@@ -123,26 +129,26 @@ def exact_resume(*, mode: str = "lora", steps: int = 12, kill_after_step: int = 
 
 @check("best_checkpoint_reloads")
 def best_checkpoint_reloads(*, mode: str = "lora", steps: int = 6, rtol: float = 1e-6) -> Verdict:
-    """checkpoints/best loads with peft.PeftModel.from_pretrained and reproduces the trainer's best validation loss."""
-    import json
+    """The best checkpoint loads with peft.PeftModel.from_pretrained and reproduces the trainer's best validation loss.
 
+    The base comes from the trainer's own loader (`load_base_weights`); the adapter goes
+    through peft's loader, not the trainer's, as any user of the checkpoint would load it.
+    """
     import torch
     from peft import PeftModel
 
+    from trainer.config import load_config
     from trainer.data import build_examples, eval_batches, load_jsonl
-    from trainer.models import disable_cpu_bf16_inference_kernel, load_pretrained, load_tokenizer, quantization_config
+    from trainer.models import BaseModel, load_base_weights, load_tokenizer
     from trainer.train import evaluate
 
     run = cached_run(mode, steps, 11, 0)
-    metrics = json.loads((run / "metrics.json").read_text())
-    cfg = fixtures.run_config()
+    paths, metrics = _paths(run), _metrics(run)
+    cfg = load_config(paths.config)
     cpu = torch.device("cpu")
-    kwargs = {"quantization_config": quantization_config(cpu), "device_map": "cpu"} if mode == "qlora" else {"dtype": torch.float32}
-    base = load_pretrained(run / "base_model", **kwargs)
-    if mode == "qlora":
-        disable_cpu_bf16_inference_kernel(base)
-    model = PeftModel.from_pretrained(base, run / "checkpoints" / "best")
-    tok = load_tokenizer(run / "base_model")
+    tok = load_tokenizer(paths.base_model)
+    base = load_base_weights(cfg, BaseModel(paths.base_model, tok, True, "the run's base model"), cpu)
+    model = PeftModel.from_pretrained(base, paths.best)
     examples, _ = build_examples(tok, load_jsonl(cfg.data.validation, cfg.data.max_validation_samples), cfg.data.max_seq_len)
     reloaded = evaluate(model, eval_batches(examples, cfg.training.batch_size, tok.pad_token_id), cpu)
     expected = metrics["best_val_loss"]
@@ -155,12 +161,10 @@ def best_checkpoint_reloads(*, mode: str = "lora", steps: int = 6, rtol: float =
 @check("validation_loss_falls")
 def validation_loss_falls(*, mode: str = "lora", steps: int = 6, max_ratio: float = 0.9) -> Verdict:
     """A short run lowers validation loss to at most `max_ratio` of step 0; random init is announced."""
-    import json
-
     run = cached_run(mode, steps, 11, 0)
-    m = json.loads((run / "metrics.json").read_text())
+    m = _metrics(run)
     ratio = m["final_val_loss"] / m["initial_val_loss"]
-    announced = m["random_init"] is True and "RANDOM INIT" in (run / "training.log").read_text()
+    announced = m["random_init"] is True and "RANDOM INIT" in _paths(run).log.read_text()
     return Verdict(ratio <= max_ratio and announced, {"initial_val_loss": m["initial_val_loss"], "final_val_loss": m["final_val_loss"],
                                                      "ratio": ratio, "random_init_announced": announced, "converged_claim": m["converged"]},
                    f"val loss {m['initial_val_loss']:.3f} -> {m['final_val_loss']:.3f} (x{ratio:.2f}, required <= {max_ratio}); "
@@ -170,21 +174,17 @@ def validation_loss_falls(*, mode: str = "lora", steps: int = 6, max_ratio: floa
 @check("step0_loss_from_init")
 def step0_loss_from_init(*, max_ratio: float = 0.7, warm_steps: int = 30) -> Verdict:
     """Pretraining from a trained checkpoint starts well below ln(vocab) (the weights really loaded)."""
-    import json
-
-    from trainer.checkpoint import list_checkpoints
-
-    warm = _workdir() / "full"
-    _train(warm, training={"mode": "pretrain", "max_steps": warm_steps, "learning_rate": 3e-3, "save_steps": warm_steps,
-                           "eval_steps": warm_steps})
-    init_weights = list_checkpoints(warm / "checkpoints")[-1]
-    out = _workdir() / "from-init"
     from trainer.train import train
 
-    cfg = fixtures.run_config(model={"preset": None, "init_arch": str(warm / "base_model"), "init_weights": str(init_weights)},
+    warm = _paths(_workdir() / "full")
+    _train(warm.root, training={"mode": "pretrain", "max_steps": warm_steps, "learning_rate": 3e-3, "save_steps": warm_steps,
+                                "eval_steps": warm_steps})
+    init_weights = warm.step_checkpoints()[-1]
+    out = _workdir() / "from-init"
+    cfg = fixtures.run_config(model={"preset": None, "init_arch": str(warm.base_model), "init_weights": str(init_weights)},
                               training={"mode": "pretrain", "max_steps": 1, "save_steps": 1, "eval_steps": 1})
     train(cfg, out)
-    m = json.loads((out / "metrics.json").read_text())
+    m = _metrics(out)
     vocab = len(fixtures.tokenizer())
     ratio = m["initial_val_loss"] / math.log(vocab)
     ok = ratio <= max_ratio and m["random_init"] is False
@@ -198,12 +198,10 @@ def andon_stops_on_nan(*, nan_at_step: int = 3) -> Verdict:
 
     The NaN is injected by wrapping trainer.train.forward_loss_sum for training-mode calls.
     """
-    import json
-
     import torch
 
     import trainer.train as loop
-    from trainer.checkpoint import list_checkpoints, verify_checkpoint
+    from trainer.checkpoint import verify_checkpoint
     from trainer.errors import AndonStop
 
     real, calls = loop.forward_loss_sum, {"n": 0}
@@ -227,11 +225,13 @@ def andon_stops_on_nan(*, nan_at_step: int = 3) -> Verdict:
         loop.forward_loss_sum = real
     if stopped is None:
         return Verdict(False, {"stopped": False}, f"a NaN loss at step {nan_at_step} did not stop training")
-    checkpoints = list_checkpoints(out / "checkpoints")
+    paths = _paths(out)
+    checkpoints = paths.step_checkpoints()
     last_ok = bool(checkpoints) and verify_checkpoint(checkpoints[-1]) is not None
-    last_step = int(checkpoints[-1].name[5:]) if checkpoints else None
-    status = json.loads((out / "metrics.json").read_text())["status"]
-    ok = stopped.step == nan_at_step and last_step == nan_at_step - 1 and last_ok and status == "stopped_by_guard" and stopped.exit_code != 0
+    last_step = paths.step_of(checkpoints[-1]) if checkpoints else None
+    status = _metrics(out)["status"]
+    ok = (stopped.step == nan_at_step and last_step == nan_at_step - 1 and last_ok and status == "stopped_by_guard"
+          and stopped.exit_code != 0)
     return Verdict(ok, {"stopped_at": stopped.step, "message": str(stopped), "last_checkpoint_step": last_step,
                         "status": status, "exit_code": stopped.exit_code},
                    f"stopped at step {stopped.step} (NaN injected at {nan_at_step}); last checkpoint step {last_step}; status {status}")

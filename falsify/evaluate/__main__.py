@@ -9,12 +9,13 @@ from pathlib import Path
 
 from .run import evaluate_samples
 from .toolchain import ToolchainMissing
+from .verdict import SAMPLES_FILE, SUMMARY_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m falsify.evaluate", description=__doc__)
     ap.add_argument("--samples", required=True, type=Path, help="JSONL: id, function_code, generated_tests[, reference_tests, metadata]")
-    ap.add_argument("--out", required=True, type=Path, help="directory for samples.jsonl and summary.json")
+    ap.add_argument("--out", required=True, type=Path, help=f"directory for {SAMPLES_FILE} and {SUMMARY_FILE}")
     ap.add_argument("--jobs", type=int, default=None, help="samples evaluated in parallel (default: CPU count)")
     ap.add_argument("--no-mutation", action="store_true", help="skip mutation testing")
     ap.add_argument("--no-coverage", action="store_true", help="skip coverage (builds without instrumentation)")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keys = ("n", "failures", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "wall_seconds")
     print(json.dumps({k: summary[k] for k in keys}))
-    print(f"wrote {args.out / 'samples.jsonl'} and {args.out / 'summary.json'}")
+    print(f"wrote {args.out / SAMPLES_FILE} and {args.out / SUMMARY_FILE}")
     return 0
 
 

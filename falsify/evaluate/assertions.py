@@ -85,10 +85,7 @@ def _assert_sites(root: Node) -> list[tuple[str, Node]]:
 
 def _calls(leaves: list[Node], names: set[str]) -> bool:
     """An identifier from `names` directly followed by `(` (a call, also as a method)."""
-    for a, b in zip(leaves, leaves[1:]):
-        if a.type == "identifier" and rust_ast.text(a) in names and b.type == "(":
-            return True
-    return False
+    return any(a.type == "identifier" and rust_ast.text(a) in names and b.type == "(" for a, b in zip(leaves, leaves[1:]))
 
 
 def _result_bindings(root: Node, names: set[str]) -> set[str]:
@@ -127,7 +124,7 @@ def analyse(tests: str, function_code: str) -> TestFacts:
         if value_args and all(all(t.type in _LEAF_LITERALS or not t.type.isidentifier() or t.type in ("true", "false")
                                   for t in arg) for arg in value_args):
             trivial += 1
-        elif name in _EQ_MACROS and len(value_args) == 2 and _norm(value_args[0]) == _norm(value_args[1]) or name not in _EQ_MACROS and value_args and _self_compare(value_args[0]):
+        elif _is_tautology(name, value_args):
             taut += 1
         leaves = [t for arg in value_args for t in arg]
         if _calls(leaves, fn_names) or any(t.type == "identifier" and rust_ast.text(t) in bound for t in leaves):
@@ -140,6 +137,13 @@ def analyse(tests: str, function_code: str) -> TestFacts:
     facts.proptest_strategies = _strategies(root)
     facts.edge_cases = edge_cases(tests)
     return facts
+
+
+def _is_tautology(macro: str, value_args: list[list[Node]]) -> bool:
+    """`assert_eq!(x, x)` (identical arguments) or `assert!(x == x)` (a self-comparison)."""
+    if macro in _EQ_MACROS:
+        return len(value_args) == 2 and _norm(value_args[0]) == _norm(value_args[1])
+    return bool(value_args) and _self_compare(value_args[0])
 
 
 def _norm(tokens: list[Node]) -> str:

@@ -6,6 +6,9 @@ llvm-cov-22 as lcov, whose DA (line) and BRDA (branch) records are counted over 
 function's lines only. Branches are the two outcomes of each `if`/`while` condition and
 of each `&&`/`||` operand and match guard (what rustc instruments); match arms are not
 branches to rustc. A function with no branch has branch coverage null, not 100%.
+
+The baseline is the same binary run with a filter that selects no test: the coverage
+the function gets with no test at all, which the summary subtracts to credit the tests.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 
 from trainer.corpus import rust_ast
 
+from .libtest import NO_TEST_FILTER, run_test_binary
 from .sandbox import Limits, run_sandboxed
+from .toolchain import Toolchain
 
 TOOL_LIMITS = Limits(wall_s=60, cpu_s=60, memory_bytes=4 << 30, file_bytes=256 << 20, processes=64,
                      output_bytes=16 << 20)
@@ -104,3 +109,48 @@ def measure(llvm_profdata: Path, llvm_cov: Path, executable: Path, prof_dir: Pat
     if not run.ok:
         return None, "llvm-cov-22 export failed: " + (run.problem(TOOL_LIMITS) or run.stderr.strip()[-300:])
     return parse_lcov(run.stdout, "src/lib.rs", lines), None
+
+
+@dataclass
+class FunctionCoverage:
+    """The function's coverage with its tests and without any (the baseline), or why either is missing."""
+
+    with_tests: Coverage | None
+    with_tests_problem: str | None
+    baseline: Coverage | None
+    baseline_problem: str | None
+    has_branches: bool
+
+    @property
+    def branch_coverage(self) -> float | None:
+        return branch_ratio(self.with_tests, self.has_branches) if self.with_tests else None
+
+    @property
+    def baseline_branch_coverage(self) -> float | None:
+        return branch_ratio(self.baseline, self.has_branches) if self.baseline else None
+
+    @property
+    def function_branches(self) -> int | None:
+        """Branch outcomes in the function; None when it has branches that llvm-cov never reported (it never ran)."""
+        if self.with_tests is None:
+            return None
+        return self.with_tests.branches_total if self.with_tests.branches_total or not self.has_branches else None
+
+
+def measure_function(toolchain: Toolchain, executable: Path, sample_dir: Path, *, uid: int, lines: tuple[int, int],
+                     function_code: str, limits: Limits) -> FunctionCoverage:
+    """Coverage of the function's `lines` from the test run's profiles, then from a no-test baseline run.
+
+    The test run (libtest.run_tests) has already written its profiles to `sample_dir/prof`.
+    """
+    def measure_profiles(prof_dir: Path) -> tuple[Coverage | None, str | None]:
+        return measure(toolchain.llvm_profdata, toolchain.llvm_cov, executable, prof_dir, cwd=sample_dir / "run",
+                       uid=uid, lines=lines)
+
+    with_tests, why = measure_profiles(sample_dir / "prof")
+    if with_tests is None:
+        return FunctionCoverage(None, why, None, None, has_branch_points(function_code))
+    run_test_binary(executable, sample_dir, uid=uid, limits=limits, profile_dir=sample_dir / "prof-base",
+                    args=("--exact", NO_TEST_FILTER))
+    baseline, baseline_why = measure_profiles(sample_dir / "prof-base")
+    return FunctionCoverage(with_tests, None, baseline, baseline_why, has_branch_points(function_code))

@@ -125,6 +125,17 @@ def refusal(code: str) -> str | None:
     return None
 
 
+def first_syntax_error(source: str) -> str | None:
+    """Where tree-sitter sees the first syntax error of `source` ("line N"), or None when it parses all of it."""
+    root = rust_ast.parse(source).root_node
+    if not root.has_error:
+        return None
+    for node in rust_ast.walk(root):
+        if node.type == "ERROR" or node.is_missing:
+            return f"line {node.start_point[0] + 1}"
+    return "unknown position"
+
+
 @dataclass
 class Diagnostic:
     level: str
@@ -151,6 +162,11 @@ class BuildResult:
         if not text:
             text = self.run.stderr.strip()[-limit:]
         return text[:limit] + (" ..." if len(text) > limit else "")
+
+    def warnings_in(self, byte_range: tuple[int, int]) -> list[Diagnostic]:
+        """Warnings whose primary span starts inside `byte_range` of lib.rs (e.g. the tests module)."""
+        lo, hi = byte_range
+        return [d for d in self.diagnostics if d.level == "warning" and any(lo <= start < hi for start, _ in d.spans)]
 
 
 def parse_cargo_json(stdout: str) -> tuple[list[Diagnostic], Path | None, bool]:

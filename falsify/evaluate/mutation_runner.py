@@ -9,12 +9,13 @@ reference way (one build per mutant) that the schema must agree with.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import mutation_operators as M
 from .crate import BUILD_LIMITS, Workspace, assemble
-from .sandbox import Limits, run_sandboxed
+from .libtest import run_test_binary
+from .sandbox import Limits, RunResult
 
 MAX_SCHEMA_ROUNDS = 6
 
@@ -39,26 +40,14 @@ class MutationResult:
         denom = self.count("killed") + self.count("survived") + self.count("timeout")
         return self.count("killed") / denom if self.ran and denom else None
 
-    def summary(self) -> dict:
-        return {"killed": self.count("killed"), "survived": self.count("survived"), "timeout": self.count("timeout"),
-                "unviable": self.count("unviable"), "survivors": self.survivors}
-
-
-def test_env(run_dir: Path, mutant: int | None = None) -> dict[str, str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(run_dir), "RUST_BACKTRACE": "0", "LANG": "C.UTF-8"}
-    if mutant is not None:
-        env[M.ENV_VAR] = str(mutant)
-    return env
-
 
 def mutant_limits(base: Limits, original_seconds: float) -> Limits:
     """A mutant may be slower than the original, but an endless loop must end fast."""
     wall = min(base.wall_s, max(1.0, 5 * original_seconds + 0.5))
-    return Limits(wall_s=wall, cpu_s=max(1, int(wall) + 1), memory_bytes=base.memory_bytes, file_bytes=base.file_bytes,
-                  open_files=base.open_files, processes=base.processes, output_bytes=base.output_bytes)
+    return replace(base, wall_s=wall, cpu_s=max(1, int(wall) + 1))
 
 
-def _classify(run) -> str:
+def _classify(run: RunResult) -> str:
     if run.timed_out or run.output_exceeded:
         return "timeout"
     return "survived" if run.returncode == 0 else "killed"
@@ -108,8 +97,7 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
     if active:
         # Mutant 0 is the original: the schema must pass with every switch off, and its
         # run time, taken under the same load, sets the per-mutant time limit.
-        base = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=limits,
-                             env=test_env(sample_dir / "run", 0))
+        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits, mutant=0)
         if not base.ok:
             result.reason = "mutation not run: the schema with no mutant active fails its tests"
             return result
@@ -119,8 +107,7 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
     by_id = {m.id: m for m in muts}
     t0 = time.monotonic()
     for k in sorted(active):
-        run = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=lim,
-                            env=test_env(sample_dir / "run", k))
+        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim, mutant=k)
         result.verdicts[k] = _classify(run)
         if result.verdicts[k] == "survived":
             result.survivors.append(by_id[k].diff(function_code))
@@ -136,8 +123,7 @@ def run_separately(ws: Workspace, sample_dir: Path, function_code: str, tests: s
     ws.write_source(sample_dir, assemble(function_code, tests).source)
     build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
     if build.executable is not None:  # calibrate the time limit on the original, as run_schema does
-        base = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=limits,
-                             env=test_env(sample_dir / "run"))
+        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits)
         original_seconds = max(original_seconds, base.seconds)
     lim = mutant_limits(limits, original_seconds)
     for m in muts:
@@ -150,8 +136,7 @@ def run_separately(ws: Workspace, sample_dir: Path, function_code: str, tests: s
             result.verdicts[m.id] = "unviable"
             continue
         t0 = time.monotonic()
-        run = run_sandboxed([str(build.executable)], cwd=sample_dir / "run", uid=uid, limits=lim,
-                            env=test_env(sample_dir / "run"))
+        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim)
         result.run_seconds += time.monotonic() - t0
         result.verdicts[m.id] = _classify(run)
         if result.verdicts[m.id] == "survived":

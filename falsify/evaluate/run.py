@@ -1,4 +1,10 @@
-"""Evaluate every sample: static analysis, sandboxed build and test, coverage, clippy, mutants.
+"""Evaluate every sample: run each through the stages, in a pool of sandbox slots, and write the outputs.
+
+The stages of one sample (`Evaluator.judge`), each in the module named for it: static
+analysis (assertions, codebleu), prepare the crate and check that it parses, build
+(crate), run the tests (libtest), measure coverage (coverage), clippy (crate), mutate
+(mutation_runner). Each stage hands its outcome to a `verdict.record_*` function, which
+fills the sample's record; a stage that fails ends the sample.
 
 One sample = one thread of the pool holding one sandbox slot (its own uid and crate
 directory); the threads mostly wait on subprocesses, so a thread pool is enough.
@@ -7,7 +13,6 @@ directory); the threads mostly wait on subprocesses, so a thread pool is enough.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import queue
 import re
@@ -15,24 +20,40 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trainer.corpus import rust_ast
+from trainer.files import write_json_atomic, write_jsonl_atomic
 
-from . import assertions, codebleu
-from . import coverage as cov
-from .crate import BUILD_LIMITS, Layout, Workspace, assemble, refusal
-from .mutation_runner import run_schema, test_env
+from .coverage import measure_function
+from .crate import BUILD_LIMITS, Workspace, assemble, first_syntax_error, refusal
+from .libtest import run_tests
+from .mutation_runner import run_schema
 from .samples import InputProblem, Sample, from_dicts, read_samples
 from .sandbox import Limits, run_sandboxed, sandbox_uid
 from .toolchain import Toolchain, ToolchainMissing, find_toolchain
-from .verdict import empty_record, summarize
-
-_RESULT_LINE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", re.M)
-_RUNNING = re.compile(r"^running (\d+) tests?", re.M)
-NO_TEST_FILTER = "__rtf_baseline_matches_no_test__"
+from .verdict import (
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    SampleRecord,
+    Summary,
+    empty_record,
+    record_build,
+    record_clippy,
+    record_coverage,
+    record_input_problem,
+    record_internal_error,
+    record_mutation,
+    record_parse,
+    record_refusal,
+    record_static_analysis,
+    record_tests,
+    summarize,
+    timed,
+)
 
 
 @dataclass(frozen=True)
@@ -52,36 +73,6 @@ class Options:
         return replace(BUILD_LIMITS, wall_s=self.build_timeout, cpu_s=int(2 * self.build_timeout))
 
 
-def check_sandbox(toolchain: Toolchain) -> None:
-    """The sandbox needs root (namespaces, setpriv): fail at start, not per sample."""
-    if os.geteuid() != 0:
-        raise ToolchainMissing("the sandbox needs root to create namespaces and drop to an unprivileged uid; run as root")
-    probe = Path(tempfile.mkdtemp(prefix="rtf-probe-"))
-    try:
-        os.chmod(probe, 0o755)
-        probe_slot = claim_slots(1)  # a free slot: its uid is killed wholesale after the run
-        run = run_sandboxed(["true"], cwd=probe, uid=sandbox_uid(next(iter(probe_slot))), limits=Limits(wall_s=10),
-                            env={"PATH": "/usr/bin:/bin"})
-        for fh in probe_slot.values():
-            fh.close()
-        if run.returncode != 0:
-            raise ToolchainMissing("sandbox unavailable: `unshare --net --mount --pid` + `setpriv` failed: "
-                                   + run.stderr.strip()[-200:] + " (install util-linux; run as root)")
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40]
-
-
-def _first_syntax_error(code: str) -> str:
-    for node in rust_ast.walk(rust_ast.parse(code).root_node):
-        if node.type == "ERROR" or node.is_missing:
-            return f"line {node.start_point[0] + 1}"
-    return "unknown position"
-
-
 SLOT_DIR = Path("/run/lock/rtf-sandbox")
 MAX_SLOTS = 512
 
@@ -95,7 +86,7 @@ def claim_slots(n: int) -> dict[int, object]:
     SLOT_DIR.mkdir(parents=True, exist_ok=True)
     held: dict[int, object] = {}
     for k in range(MAX_SLOTS):
-        fh = open(SLOT_DIR / f"{k}.lock", "w")
+        fh = open(SLOT_DIR / f"{k}.lock", "w")  # noqa: SIM115  (stays open: the flock lasts as long as the file)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,8 +98,58 @@ def claim_slots(n: int) -> dict[int, object]:
     raise ToolchainMissing(f"no free sandbox slot in {SLOT_DIR} ({MAX_SLOTS} are held by other evaluator processes)")
 
 
+class SandboxSlots:
+    """The slots this process holds (see claim_slots), lent to one running sample at a time."""
+
+    def __init__(self, n: int):
+        self._locks = claim_slots(n)  # held until release()
+        self._free: queue.Queue[int] = queue.Queue()
+        for k in self._locks:
+            self._free.put(k)
+
+    @contextmanager
+    def lend(self) -> Iterator[int]:
+        """A free slot for the `with` block (waits for one)."""
+        slot = self._free.get()
+        try:
+            yield slot
+        finally:
+            self._free.put(slot)
+
+    def release(self) -> None:
+        for fh in self._locks.values():
+            fh.close()
+
+
+def check_sandbox() -> None:
+    """The sandbox needs root (namespaces, setpriv): fail at start, not per sample."""
+    if os.geteuid() != 0:
+        raise ToolchainMissing("the sandbox needs root to create namespaces and drop to an unprivileged uid; run as root")
+    probe = Path(tempfile.mkdtemp(prefix="rtf-probe-"))
+    slots = SandboxSlots(1)  # a free slot: its uid is killed wholesale after the run
+    try:
+        os.chmod(probe, 0o755)
+        with slots.lend() as slot:
+            run = run_sandboxed(["true"], cwd=probe, uid=sandbox_uid(slot), limits=Limits(wall_s=10),
+                                env={"PATH": "/usr/bin:/bin"})
+        if run.returncode != 0:
+            raise ToolchainMissing("sandbox unavailable: `unshare --net --mount --pid` + `setpriv` failed: "
+                                   + run.stderr.strip()[-200:] + " (install util-linux; run as root)")
+    finally:
+        slots.release()
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40]
+
+
+def _keep_work() -> bool:
+    return bool(os.environ.get("RTF_KEEP_WORK"))  # keep the temp crates for debugging
+
+
 class Evaluator:
-    """Holds the toolchain, the cache workspace and the pool of sandbox slots."""
+    """One evaluation run: the toolchain, the cache workspace, the sandbox slots and the work directory."""
 
     def __init__(self, toolchain: Toolchain, jobs: int, options: Options):
         self.toolchain = toolchain
@@ -116,210 +157,87 @@ class Evaluator:
         self.options = options
         cpus = os.cpu_count() or 1
         self.ws = Workspace(toolchain, cargo_jobs=max(1, cpus // self.jobs), build_limits=options.build_limits)
-        self.slots: queue.Queue[int] = queue.Queue()
-        self._slot_locks = claim_slots(self.jobs)  # held until this process exits
-        for k in self._slot_locks:
-            self.slots.put(k)
+        self.slots = SandboxSlots(self.jobs)
         self.workdir = Path(tempfile.mkdtemp(prefix="rtf-eval-"))
         os.chmod(self.workdir, 0o711)  # the sandbox uids must traverse it to reach their own dirs
 
     def close(self) -> None:
-        if not os.environ.get("RTF_KEEP_WORK"):
+        if not _keep_work():
             shutil.rmtree(self.workdir, ignore_errors=True)
-        for fh in self._slot_locks.values():
-            fh.close()
+        self.slots.release()
 
-    def evaluate(self, items: list[Sample | InputProblem]) -> list[dict]:
+    def evaluate(self, items: list[Sample | InputProblem]) -> list[SampleRecord]:
         self.ws.warm()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             return list(pool.map(self._evaluate_one, items))
 
-    # ---- one sample -------------------------------------------------------------------------
-    def _evaluate_one(self, item: Sample | InputProblem) -> dict:
+    def _evaluate_one(self, item: Sample | InputProblem) -> SampleRecord:
         start = time.monotonic()
         rec = empty_record(item.id, item.line)
         if isinstance(item, InputProblem):
-            rec["failure"] = "input"
-            rec["reasons"].append("input problem: " + item.problem)
+            record_input_problem(rec, item.problem)
             return rec
-        slot = self.slots.get()
         sample_dir = self.workdir / f"{item.line:06d}-{_safe_name(item.id)}"
-        try:
-            self._evaluate_sample(item, rec, sample_dir, sandbox_uid(slot))
-        except Exception as exc:  # a harness bug must show in the verdict, not kill the run
-            rec["failure"] = rec["failure"] or "internal"
-            rec["reasons"].append(f"internal error: {type(exc).__name__}: {exc} | "
-                                  + traceback.format_exc(limit=3).replace("\n", " ")[-400:])
-        finally:
-            self.slots.put(slot)
-            if not os.environ.get("RTF_KEEP_WORK"):
-                shutil.rmtree(sample_dir, ignore_errors=True)
+        with self.slots.lend() as slot:
+            try:
+                self.judge(item, rec, sample_dir, sandbox_uid(slot))
+            except Exception as exc:  # a harness bug must show in the verdict, not kill the run
+                record_internal_error(rec, f"{type(exc).__name__}: {exc} | "
+                                      + traceback.format_exc(limit=3).replace("\n", " ")[-400:])
+            finally:
+                if not _keep_work():
+                    shutil.rmtree(sample_dir, ignore_errors=True)
         rec["seconds"] = round(time.monotonic() - start, 3)
         return rec
 
-    def _evaluate_sample(self, s: Sample, rec: dict, sample_dir: Path, uid: int) -> None:
-        reasons = rec["reasons"]
-        rec["categories"] = rust_ast.function_categories(s.function_code)
-        facts = assertions.analyse(s.generated_tests, s.function_code)
-        rec["assertions"] = facts.assertions
-        rec["test_names"] = {"count": facts.test_names["count"], "descriptive": facts.test_names["descriptive"]}
-        rec["has_comments"] = facts.has_comments
-        rec["proptest_strategies"] = facts.proptest_strategies
-        rec["edge_cases"] = facts.edge_cases
-        if facts.assertions["count"] == 0:
-            reasons.append("weak tests: no assertion")
-        if facts.assertions["trivial"] or facts.assertions["tautological"]:
-            reasons.append(f"weak tests: {facts.assertions['trivial']} trivial and "
-                           f"{facts.assertions['tautological']} tautological assertions")
-        if s.reference_tests:
-            rec["bleu4"] = codebleu.bleu4(s.generated_tests, s.reference_tests)
-            rec["codebleu"], rec["codebleu_components"] = codebleu.codebleu(s.generated_tests, s.reference_tests)
-
+    def judge(self, s: Sample, rec: SampleRecord, sample_dir: Path, uid: int) -> None:
+        """Run the stages of one sample in order, in `sample_dir` as `uid`; a failed stage ends it."""
+        opts, ws = self.options, self.ws
+        facts = record_static_analysis(rec, s)
         refused = refusal(s.generated_tests) or refusal(s.function_code)
         layout = assemble(s.function_code, s.generated_tests)
-        self.ws.prepare(sample_dir, layout.source, uid)
-        fmt = self.ws.rustfmt(sample_dir, uid=uid)
-        rec["parses"] = fmt.returncode == 0
-        if not rec["parses"]:
-            rec["failure"] = "timeout" if fmt.timed_out else "parse"
-            reasons.append(f"parse error ({_first_syntax_error(layout.source)} of the assembled crate): "
-                           + (fmt.problem(self.options.build_limits) or fmt.stderr.strip()[:800]))
+        ws.prepare(sample_dir, layout.source, uid)
+        if not record_parse(rec, ws.rustfmt(sample_dir, uid=uid), first_syntax_error(layout.source), opts.build_limits):
             return
-        if rust_ast.has_syntax_errors(rust_ast.parse(layout.source)):
-            reasons.append("note: tree-sitter-rust did not parse all of it; static analysis may be incomplete")
         if refused:
-            rec["failure"] = "refused"
-            reasons.append(refused)
+            record_refusal(rec, refused)
             return
-
-        t = time.monotonic()
-        build = self.ws.build_tests(sample_dir, uid=uid, coverage=self.options.coverage)
-        rec["timings"]["build"] = round(time.monotonic() - t, 3)
-        if not build.success or build.executable is None:
-            problem = build.run.problem(self.options.build_limits)
-            rec["failure"] = "timeout" if build.run.timed_out else ("output" if problem else "compile")
-            reasons.append("compile error: " + (problem or build.error_text()))
+        with timed(rec, "build"):
+            build = ws.build_tests(sample_dir, uid=uid, coverage=opts.coverage)
+        if not record_build(rec, build, facts.calls_function, opts.build_limits):
             return
-        rec["compiles"] = True
-        rec["links"] = facts.calls_function
-        if not facts.calls_function:
-            reasons.append("tests never call the function under test")
-
-        t = time.monotonic()
-        seconds = self._run_tests(build.executable, sample_dir, uid, rec)
-        rec["timings"]["test"] = round(time.monotonic() - t, 3)
-        if self.options.coverage:
-            t = time.monotonic()
-            self._coverage(build.executable, sample_dir, uid, layout, s.function_code, rec)
-            rec["timings"]["coverage"] = round(time.monotonic() - t, 3)
+        with timed(rec, "test"):
+            report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits)
+            record_tests(rec, report, opts.test_limits)
+        if opts.coverage:
+            with timed(rec, "coverage"):
+                record_coverage(rec, measure_function(self.toolchain, build.executable, sample_dir, uid=uid,
+                                                      lines=layout.function_lines, function_code=s.function_code,
+                                                      limits=opts.test_limits))
         if self.toolchain.has_clippy:
-            t = time.monotonic()
-            self._clippy(sample_dir, uid, layout, rec)
-            rec["timings"]["clippy"] = round(time.monotonic() - t, 3)
+            with timed(rec, "clippy"):
+                record_clippy(rec, ws.clippy(sample_dir, uid=uid), layout.tests_bytes, opts.build_limits)
         else:
-            reasons.append("clippy not installed (rustup component add clippy): clippy_warnings is null")
-        t = time.monotonic()
-        self._mutation(s, sample_dir, uid, seconds, rec)
-        rec["timings"]["mutation"] = round(time.monotonic() - t, 3)
-
-    def _run_tests(self, exe: Path, sample_dir: Path, uid: int, rec: dict) -> float:
-        lim = self.options.test_limits
-        env = test_env(sample_dir / "run") | {"LLVM_PROFILE_FILE": str(sample_dir / "prof" / "%p-%m.profraw")}
-        run = run_sandboxed([str(exe)], cwd=sample_dir / "run", uid=uid, limits=lim, env=env)
-        results = _RESULT_LINE.findall(run.stdout)
-        rec["tests_run"] = sum(1 for _, outcome in results if outcome != "ignored")
-        rec["failing_tests"] = [name for name, outcome in results if outcome == "FAILED"]
-        problem = run.problem(lim)
-        if problem:
-            rec["failure"] = "timeout" if run.timed_out else "output"
-            rec["reasons"].append("tests: " + problem)
-        elif rec["failing_tests"]:
-            rec["failure"] = "test_failure"
-            rec["reasons"].append("failing tests: " + ", ".join(rec["failing_tests"]))
-        elif run.returncode != 0:
-            rec["failure"] = "test_failure"
-            rec["reasons"].append(f"test binary exited with status {run.returncode}: "
-                                  + (run.stderr.strip() or run.stdout.strip())[-400:])
-        elif rec["tests_run"] == 0:
-            rec["failure"] = "no_tests"
-            rec["reasons"].append("no test ran (no #[test] function or proptest! case found by the harness)")
-        else:
-            rec["passes"] = True
-        return run.seconds
-
-    def _coverage(self, exe: Path, sample_dir: Path, uid: int, layout: Layout, function_code: str, rec: dict) -> None:
-        tc = self.toolchain
-        with_tests, why = cov.measure(tc.llvm_profdata, tc.llvm_cov, exe, sample_dir / "prof", cwd=sample_dir / "run",
-                                      uid=uid, lines=layout.function_lines)
-        if with_tests is None:
-            rec["reasons"].append("coverage: " + why)
-            return
-        # Baseline: the same instrumented binary with a filter that selects no test.
-        env = test_env(sample_dir / "run") | {"LLVM_PROFILE_FILE": str(sample_dir / "prof-base" / "%p-%m.profraw")}
-        run_sandboxed([str(exe), "--exact", NO_TEST_FILTER], cwd=sample_dir / "run", uid=uid,
-                      limits=self.options.test_limits, env=env)
-        base, why = cov.measure(tc.llvm_profdata, tc.llvm_cov, exe, sample_dir / "prof-base", cwd=sample_dir / "run",
-                                uid=uid, lines=layout.function_lines)
-        branchy = cov.has_branch_points(function_code)
-        rec["line_coverage"] = with_tests.line
-        rec["branch_coverage"] = cov.branch_ratio(with_tests, branchy)
-        rec["function_lines"] = with_tests.lines_total
-        rec["function_branches"] = with_tests.branches_total if with_tests.branches_total or not branchy else None
-        if not branchy:
-            rec["reasons"].append("branch coverage: the function has no branch (null)")
-        elif not with_tests.branches_total:
-            rec["reasons"].append("branch coverage: the function never ran, so its branches count as uncovered (0.0)")
-        if base is None:
-            rec["reasons"].append("baseline coverage: " + why)
-        else:
-            rec["baseline_line_coverage"] = base.line
-            rec["baseline_branch_coverage"] = cov.branch_ratio(base, branchy)
-
-    def _clippy(self, sample_dir: Path, uid: int, layout: Layout, rec: dict) -> None:
-        result = self.ws.clippy(sample_dir, uid=uid)
-        problem = result.run.problem(self.options.build_limits)
-        if problem or not result.success:
-            rec["reasons"].append("clippy did not finish: " + (problem or result.error_text(300)))
-            return
-        lo, hi = layout.tests_bytes
-        warnings = [d for d in result.diagnostics if d.level == "warning" and d.spans
-                    and any(lo <= start < hi for start, _ in d.spans)]
-        rec["clippy_warnings"] = len(warnings)
-        if warnings:
-            names = sorted({d.message for d in warnings})
-            rec["reasons"].append(f"clippy: {len(warnings)} warnings in the tests: " + "; ".join(names)[:400])
-
-    def _mutation(self, s: Sample, sample_dir: Path, uid: int, seconds: float, rec: dict) -> None:
-        if not self.options.mutation:
-            rec["reasons"].append("mutation not run: disabled (--no-mutation)")
-            return
-        if not rec["passes"]:
-            rec["reasons"].append("mutation not run: the tests do not pass on the original function")
-            return
-        result = run_schema(self.ws, sample_dir, s.function_code, s.generated_tests, uid=uid,
-                            limits=self.options.test_limits, original_seconds=seconds)
-        rec["reasons"] += result.notes
-        if not result.ran:
-            rec["reasons"].append(result.reason)
-            return
-        rec["mutants"] = result.summary()
-        rec["mutation_score"] = result.score
-        if result.score is None:
-            rec["reasons"].append("mutation score undefined: every mutant was unviable")
-        for k, verdict in sorted(result.verdicts.items()):
-            if verdict in ("survived", "timeout"):
-                rec["reasons"].append(f"mutant {verdict}: {result.descriptions[k]}")
+            rec["reasons"].append("clippy not installed (rustup component add clippy): clippy_warnings is null")
+        with timed(rec, "mutation"):
+            if not opts.mutation:
+                rec["reasons"].append("mutation not run: disabled (--no-mutation)")
+            elif not rec["passes"]:
+                rec["reasons"].append("mutation not run: the tests do not pass on the original function")
+            else:
+                record_mutation(rec, run_schema(ws, sample_dir, s.function_code, s.generated_tests, uid=uid,
+                                                limits=opts.test_limits, original_seconds=report.run.seconds))
 
 
 def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, jobs: int | None = None,
                      mutation: bool = True, coverage: bool = True, timeout: float = 30.0,
-                     build_timeout: float = 120.0) -> dict:
+                     build_timeout: float = 120.0) -> Summary:
     """Evaluate samples (a list of dicts or a samples.jsonl path); write and return the summary.
 
     Raises ToolchainMissing when cargo, llvm-22 or the sandbox tools are unavailable.
     """
     toolchain = find_toolchain()
-    check_sandbox(toolchain)
+    check_sandbox()
     items = read_samples(Path(samples)) if isinstance(samples, (str, Path)) else from_dicts(samples)
     options = Options(mutation=mutation, coverage=coverage, test_timeout=timeout, build_timeout=build_timeout)
     evaluator = Evaluator(toolchain, jobs or os.cpu_count() or 1, options)
@@ -328,14 +246,9 @@ def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, j
         records = evaluator.evaluate(items)
     finally:
         evaluator.close()
-    summary = summarize(records)
-    summary["wall_seconds"] = round(time.monotonic() - t0, 3)
-    summary["jobs"] = evaluator.jobs
-    summary["toolchain"] = toolchain.rustc_version
+    summary = summarize(records, wall_seconds=round(time.monotonic() - t0, 3), jobs=evaluator.jobs,
+                        toolchain=toolchain.rustc_version)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "samples.jsonl", "w") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_jsonl_atomic(out / SAMPLES_FILE, records)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     return summary

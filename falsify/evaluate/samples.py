@@ -6,9 +6,11 @@ both the good samples and one `InputProblem` per bad line (with its line number)
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trainer.files import JsonLine, iter_jsonl
 
 REQUIRED = ("id", "function_code", "generated_tests")
 OPTIONAL_STR = ("reference_tests",)
@@ -61,41 +63,26 @@ def parse_record(obj: object, line: int) -> Sample | InputProblem:
 
 def read_samples(path: Path) -> list[Sample | InputProblem]:
     """Every non-blank line of `path`, in order, as a Sample or an InputProblem."""
-    out: list[Sample | InputProblem] = []
-    seen: set[str] = set()
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                out.append(InputProblem(f"line-{number}", number, f"line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})"))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                out.append(InputProblem(f"line-{number}", number, f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"))
-                continue
-            item = parse_record(obj, number)
-            if isinstance(item, Sample):
-                if item.id in seen:
-                    item = InputProblem(item.id, number, f"line {number}: duplicate id '{item.id}'")
-                else:
-                    seen.add(item.id)
-            out.append(item)
-    return out
+    return _validate(iter_jsonl(path))
 
 
 def from_dicts(records: list[dict]) -> list[Sample | InputProblem]:
     """The Python API's list-of-dicts input, validated like file lines (line = index + 1)."""
+    return _validate(JsonLine(number, value=obj) for number, obj in enumerate(records, start=1))
+
+
+def _validate(lines: Iterable[JsonLine]) -> list[Sample | InputProblem]:
+    """Each line as a Sample, or as an InputProblem: unreadable, off-schema, or an id seen before."""
     out: list[Sample | InputProblem] = []
     seen: set[str] = set()
-    for number, obj in enumerate(records, start=1):
-        item = parse_record(obj, number)
+    for entry in lines:
+        if entry.problem is not None:
+            out.append(InputProblem(f"line-{entry.line}", entry.line, entry.problem))
+            continue
+        item = parse_record(entry.value, entry.line)
         if isinstance(item, Sample):
             if item.id in seen:
-                item = InputProblem(item.id, number, f"line {number}: duplicate id '{item.id}'")
+                item = InputProblem(item.id, entry.line, f"line {entry.line}: duplicate id '{item.id}'")
             else:
                 seen.add(item.id)
         out.append(item)

@@ -1,32 +1,142 @@
-"""The per-sample record and the summary over all records (field names are a contract).
+"""The per-sample record and the summary over all records: their schema and the code that writes them.
 
-Other tools read these names; README documents each. A sample that could not be
-evaluated (bad input line, refused code) still gets a full record, with `failure` set,
-so the summary's denominators always count every input line.
+Field names are a contract: other tools read them, README documents each. A sample that
+could not be evaluated (bad input line, refused code) still gets a full record, with
+`failure` set, so the summary's denominators always count every input line. Each stage
+of run.py hands its outcome to one `record_*` function here, which turns it into fields,
+a failure kind and reasons.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Literal, TypedDict
 
+from trainer.corpus import rust_ast
 from trainer.corpus.rust_ast import CATEGORIES
+
+from . import assertions, codebleu
+
+if TYPE_CHECKING:
+    from .coverage import FunctionCoverage
+    from .crate import BuildResult
+    from .libtest import LibtestReport
+    from .mutation_runner import MutationResult
+    from .samples import Sample
+    from .sandbox import Limits, RunResult
 
 SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
 SUMMARY_FILE = "summary.json"    # ... and the summary over them
 
+FailureKind = Literal["input", "refused", "parse", "compile", "no_tests", "test_failure", "timeout", "output", "internal"]
+
+
+class MutantCounts(TypedDict):
+    killed: int
+    survived: int
+    timeout: int
+    unviable: int
+    survivors: list[str]         # unified diffs of the function against each surviving mutant
+
+
+class AssertionCounts(TypedDict):
+    count: int
+    trivial: int
+    tautological: int
+    uses_function_result: int
+
+
+class TestNameCounts(TypedDict):
+    count: int
+    descriptive: int
+
+
+class SampleRecord(TypedDict):
+    """One line of samples.jsonl (README, "samples.jsonl", says what each field means)."""
+
+    id: str
+    line: int
+    parses: bool
+    compiles: bool
+    links: bool
+    passes: bool
+    failure: FailureKind | None
+    tests_run: int
+    failing_tests: list[str]
+    clippy_warnings: int | None
+    mutation_score: float | None
+    mutants: MutantCounts
+    line_coverage: float | None
+    branch_coverage: float | None
+    baseline_line_coverage: float | None
+    baseline_branch_coverage: float | None
+    function_lines: int | None
+    function_branches: int | None
+    assertions: AssertionCounts
+    bleu4: float | None
+    codebleu: float | None
+    codebleu_components: dict[str, float | None] | None
+    categories: dict[str, bool]
+    test_names: TestNameCounts
+    has_comments: bool
+    proptest_strategies: list[str]
+    edge_cases: list[str]
+    seconds: float
+    timings: dict[str, float]    # seconds per stage: build, test, coverage, clippy, mutation
+    reasons: list[str]
+
+
+class RubricSummary(TypedDict):
+    """The summary fields the rubric scores; falsify.report refuses a summary.json without one."""
+
+    n: int
+    compile_rate: float | None
+    pass_rate: float | None
+    mutation_score: float | None
+    line_coverage_delta: float | None
+    branch_coverage_delta: float | None
+    bleu4: float | None
+    codebleu: float | None
+    trivial_assertion_rate: float | None
+    parse_rate: float | None
+    clippy_clean_rate: float | None
+    link_rate: float | None
+    descriptive_name_rate: float | None
+    comment_rate: float | None
+    proptest_strategy_rate: float | None
+    category_counts: dict[str, int]
+    category_pass_counts: dict[str, int]
+    seconds_median: float | None
+    no_assertion_rate: float | None
+    function_result_assertion_rate: float | None
+    edge_case_rate: float | None
+
+
+class Summary(RubricSummary):
+    """summary.json: the scored fields, the counts behind them, and the run's environment."""
+
+    failures: int
+    failures_by_reason: dict[str, int]
+    clippy_samples: int
+    mutation_samples_run: int
+    mutants: dict[str, int]      # pooled killed, survived, timeout, unviable
+    mean_sample_mutation_score: float | None
+    coverage_samples: int
+    reference_samples: int
+    seconds_total: float
+    wall_seconds: float          # the whole run, from the first sample to the last
+    jobs: int                    # samples evaluated in parallel
+    toolchain: str               # `rustc --version`
+
+
 # Fields every summary.json carries; readers (falsify.report) refuse a summary without one.
-SUMMARY_FIELDS = (
-    "n", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "branch_coverage_delta",
-    "bleu4", "codebleu", "trivial_assertion_rate", "parse_rate", "clippy_clean_rate", "link_rate",
-    "descriptive_name_rate", "comment_rate", "proptest_strategy_rate", "category_counts",
-    "category_pass_counts", "seconds_median", "no_assertion_rate", "function_result_assertion_rate",
-    "edge_case_rate",
-)
-
-FAILURE_KINDS = ("input", "refused", "parse", "compile", "no_tests", "test_failure", "timeout", "output", "internal")
+SUMMARY_FIELDS: tuple[str, ...] = tuple(RubricSummary.__annotations__)
 
 
-def empty_record(sample_id: str, line: int) -> dict:
+def empty_record(sample_id: str, line: int) -> SampleRecord:
     return {
         "id": sample_id, "line": line,
         "parses": False, "compiles": False, "links": False, "passes": False,
@@ -51,6 +161,150 @@ def empty_record(sample_id: str, line: int) -> dict:
     }
 
 
+@contextmanager
+def timed(rec: SampleRecord, stage: str) -> Iterator[None]:
+    """Record the wall time of the `with` block as `timings[stage]`."""
+    start = time.monotonic()
+    yield
+    rec["timings"][stage] = round(time.monotonic() - start, 3)
+
+
+# ---- one recorder per stage ------------------------------------------------------------------
+def record_input_problem(rec: SampleRecord, problem: str) -> None:
+    rec["failure"] = "input"
+    rec["reasons"].append("input problem: " + problem)
+
+
+def record_internal_error(rec: SampleRecord, error: str) -> None:
+    """A harness bug shows in the verdict (keeping the failure a stage already found)."""
+    rec["failure"] = rec["failure"] or "internal"
+    rec["reasons"].append("internal error: " + error)
+
+
+def record_static_analysis(rec: SampleRecord, sample: Sample) -> assertions.TestFacts:
+    """What the code says before anything runs: categories, assertions, names, similarity to the reference."""
+    rec["categories"] = rust_ast.function_categories(sample.function_code)
+    facts = assertions.analyse(sample.generated_tests, sample.function_code)
+    counts = facts.assertions
+    rec["assertions"] = counts
+    rec["test_names"] = {"count": facts.test_names["count"], "descriptive": facts.test_names["descriptive"]}
+    rec["has_comments"] = facts.has_comments
+    rec["proptest_strategies"] = facts.proptest_strategies
+    rec["edge_cases"] = facts.edge_cases
+    if counts["count"] == 0:
+        rec["reasons"].append("weak tests: no assertion")
+    if counts["trivial"] or counts["tautological"]:
+        rec["reasons"].append(f"weak tests: {counts['trivial']} trivial and {counts['tautological']} tautological assertions")
+    if sample.reference_tests:
+        rec["bleu4"] = codebleu.bleu4(sample.generated_tests, sample.reference_tests)
+        rec["codebleu"], rec["codebleu_components"] = codebleu.codebleu(sample.generated_tests, sample.reference_tests)
+    return facts
+
+
+def record_parse(rec: SampleRecord, rustfmt: RunResult, syntax_error: str | None, limits: Limits) -> bool:
+    """rustfmt's verdict on the assembled crate; `syntax_error` is where tree-sitter stumbled, if it did."""
+    rec["parses"] = rustfmt.returncode == 0
+    if not rec["parses"]:
+        rec["failure"] = "timeout" if rustfmt.timed_out else "parse"
+        rec["reasons"].append(f"parse error ({syntax_error or 'unknown position'} of the assembled crate): "
+                              + (rustfmt.problem(limits) or rustfmt.stderr.strip()[:800]))
+        return False
+    if syntax_error:
+        rec["reasons"].append("note: tree-sitter-rust did not parse all of it; static analysis may be incomplete")
+    return True
+
+
+def record_refusal(rec: SampleRecord, refusal: str) -> None:
+    rec["failure"] = "refused"
+    rec["reasons"].append(refusal)
+
+
+def record_build(rec: SampleRecord, build: BuildResult, calls_function: bool, limits: Limits) -> bool:
+    """Whether the test binary built; `calls_function` (static analysis) decides `links`."""
+    if not build.success or build.executable is None:
+        problem = build.run.problem(limits)
+        rec["failure"] = "timeout" if build.run.timed_out else ("output" if problem else "compile")
+        rec["reasons"].append("compile error: " + (problem or build.error_text()))
+        return False
+    rec["compiles"] = True
+    rec["links"] = calls_function
+    if not calls_function:
+        rec["reasons"].append("tests never call the function under test")
+    return True
+
+
+def record_tests(rec: SampleRecord, report: LibtestReport, limits: Limits) -> None:
+    run = report.run
+    rec["tests_run"] = report.tests_run
+    rec["failing_tests"] = report.failing_tests
+    problem = run.problem(limits)
+    if problem:
+        rec["failure"] = "timeout" if run.timed_out else "output"
+        rec["reasons"].append("tests: " + problem)
+    elif rec["failing_tests"]:
+        rec["failure"] = "test_failure"
+        rec["reasons"].append("failing tests: " + ", ".join(rec["failing_tests"]))
+    elif run.returncode != 0:
+        rec["failure"] = "test_failure"
+        rec["reasons"].append(f"test binary exited with status {run.returncode}: "
+                              + (run.stderr.strip() or run.stdout.strip())[-400:])
+    elif rec["tests_run"] == 0:
+        rec["failure"] = "no_tests"
+        rec["reasons"].append("no test ran (no #[test] function or proptest! case found by the harness)")
+    else:
+        rec["passes"] = True
+
+
+def record_coverage(rec: SampleRecord, coverage: FunctionCoverage) -> None:
+    with_tests = coverage.with_tests
+    if with_tests is None:
+        rec["reasons"].append(f"coverage: {coverage.with_tests_problem}")
+        return
+    rec["line_coverage"] = with_tests.line
+    rec["branch_coverage"] = coverage.branch_coverage
+    rec["function_lines"] = with_tests.lines_total
+    rec["function_branches"] = coverage.function_branches
+    if not coverage.has_branches:
+        rec["reasons"].append("branch coverage: the function has no branch (null)")
+    elif not with_tests.branches_total:
+        rec["reasons"].append("branch coverage: the function never ran, so its branches count as uncovered (0.0)")
+    if coverage.baseline is None:
+        rec["reasons"].append(f"baseline coverage: {coverage.baseline_problem}")
+    else:
+        rec["baseline_line_coverage"] = coverage.baseline.line
+        rec["baseline_branch_coverage"] = coverage.baseline_branch_coverage
+
+
+def record_clippy(rec: SampleRecord, clippy: BuildResult, tests_bytes: tuple[int, int], limits: Limits) -> None:
+    """Count the warnings clippy (and rustc) raise inside the generated tests, not the function."""
+    problem = clippy.run.problem(limits)
+    if problem or not clippy.success:
+        rec["reasons"].append("clippy did not finish: " + (problem or clippy.error_text(300)))
+        return
+    warnings = clippy.warnings_in(tests_bytes)
+    rec["clippy_warnings"] = len(warnings)
+    if warnings:
+        names = sorted({d.message for d in warnings})
+        rec["reasons"].append(f"clippy: {len(warnings)} warnings in the tests: " + "; ".join(names)[:400])
+
+
+def record_mutation(rec: SampleRecord, result: MutationResult) -> None:
+    rec["reasons"] += result.notes
+    if not result.ran:
+        rec["reasons"].append(result.reason)
+        return
+    rec["mutants"] = {"killed": result.count("killed"), "survived": result.count("survived"),
+                      "timeout": result.count("timeout"), "unviable": result.count("unviable"),
+                      "survivors": result.survivors}
+    rec["mutation_score"] = result.score
+    if result.score is None:
+        rec["reasons"].append("mutation score undefined: every mutant was unviable")
+    for k, verdict in sorted(result.verdicts.items()):
+        if verdict in ("survived", "timeout"):
+            rec["reasons"].append(f"mutant {verdict}: {result.descriptions[k]}")
+
+
+# ---- the summary over all records ------------------------------------------------------------
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -59,7 +313,8 @@ def _rate(hits: int, total: int) -> float | None:
     return hits / total if total else None
 
 
-def summarize(records: list[dict]) -> dict:
+def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, toolchain: str) -> Summary:
+    """The summary over every record (README, "summary.json"), with the run's wall time and environment."""
     n = len(records)
     ok = [r for r in records if r["compiles"] and r["passes"]]
     ran = [r for r in records if r["mutation_score"] is not None]
@@ -115,4 +370,7 @@ def summarize(records: list[dict]) -> dict:
         "seconds_median": statistics.median([r["seconds"] for r in records]) if records else None,
         "seconds_total": sum(r["seconds"] for r in records),
         "failures_by_reason": failures,
+        "wall_seconds": wall_seconds,
+        "jobs": jobs,
+        "toolchain": toolchain,
     }

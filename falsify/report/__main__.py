@@ -1,4 +1,4 @@
-"""`python -m falsify.report.cli`: the whole pipeline and the scorecard."""
+"""`python -m falsify.report`: the whole pipeline and the scorecard (see falsify.report.cli)."""
 
 import sys
 

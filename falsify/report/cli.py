@@ -14,18 +14,24 @@ stage; 2 bad input (one line naming the file and field).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from falsify.report import pipeline
 from falsify.report.baseline import compare, load_baseline, regression_message
-from falsify.report.evidence import ReportError, load_falsifiers, load_run, load_samples, load_summary, read_json
-from falsify.report.rubric import RUBRIC_VERSION, Evidence, score
+from falsify.report.evidence import (
+    Evidence,
+    ReportError,
+    experiment_paths,
+    load_falsifiers,
+    load_run,
+    load_samples,
+    load_summary,
+    read_json,
+)
+from falsify.report.rubric import RUBRIC_VERSION, score
+from falsify.report.scorecard import Scorecard, build_scorecard, scorecard_json, write_scorecard
+from trainer.experiment import ExperimentPaths
 
 TIERS = ("tier1", "tier2", "tier3")
 
@@ -56,10 +62,7 @@ def make_plan(args: argparse.Namespace) -> pipeline.Plan:
     if args.limit < 1:
         raise ReportError(f"--limit must be at least 1, got {args.limit}")
     if args.experiment is not None:
-        if not args.experiment.is_dir():
-            raise ReportError(f"{args.experiment}: experiment directory not found")
-        if not (args.experiment / "config.yaml").is_file():
-            raise ReportError(f"{args.experiment}: not an experiment directory (no config.yaml)")
+        experiment_paths(args.experiment)  # fail fast on a directory that is not an experiment
     if args.generator == "reference":
         return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout)
     return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout)
@@ -87,10 +90,11 @@ def gather(plan: pipeline.Plan, results: dict[str, pipeline.StageResult]) -> Evi
                           falsifiers="falsifiers test the trainer; not run for the reference generator")
         return ev
     for key, root, stage in (("experiment", plan.experiment, "train"), ("repeat", plan.repeat, "train-repeat")):
-        if (root / "metrics.json").is_file():
+        metrics = ExperimentPaths(root).metrics
+        if metrics.is_file():
             setattr(ev, key, load_run(root))
         else:
-            ev.missing[key] = _why(root / "metrics.json", stage, results)
+            ev.missing[key] = _why(metrics, stage, results)
     if plan.generation_summary.is_file():
         ev.generation = read_json(plan.generation_summary, "generation summary")
     else:
@@ -104,104 +108,12 @@ def gather(plan: pipeline.Plan, results: dict[str, pipeline.StageResult]) -> Evi
     return ev
 
 
-def _sha256(path: Path) -> str | None:
-    from trainer.experiment import sha256_of
-
-    return sha256_of(Path(path))
-
-
-def _git() -> dict:
-    def run(*args):
-        try:
-            r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return r.stdout.strip() if r.returncode == 0 else None
-    status = run("status", "--porcelain", "--untracked-files=no")
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
-
-
-def traceability(samples: Path, generation: dict | None) -> dict | None:
-    """Does every generated test name the weights that wrote it (model + adapter sha256, settings)?"""
-    if generation is None or not samples.is_file():
-        return None
-    rows = load_samples(samples)
-    gens = [(r.get("metadata") or {}).get("generation") or {} for r in rows]
-    traced = [g for g in gens if g.get("model_sha256") and g.get("adapter_sha256") and "max_new_tokens" in g]
-    return {"records": len(rows), "with_model_adapter_and_settings": len(traced),
-            "adapter_sha256s": sorted({g["adapter_sha256"] for g in traced}),
-            "match_generation_summary": all(g["adapter_sha256"] == generation.get("adapter_sha256") for g in traced)}
-
-
-def provenance(plan: pipeline.Plan, ev: Evidence) -> dict:
-    from trainer.experiment import environment_versions
-
-    lock = (ev.experiment or {}).get("lock") or {}
-    gen = ev.generation or {}
-    datasets = dict(lock.get("datasets") or {})
-    for path in (plan.holdout, plan.samples):
-        datasets[str(path)] = _sha256(path)
-    return {
-        "generator": plan.generator,
-        "experiment": str(plan.experiment) if plan.experiment else None,
-        "repeat": str(plan.repeat) if plan.repeat else None,
-        "evaluation": str(plan.eval_dir),
-        "base_model_sha256": lock.get("base_model_sha256"),
-        "generation_model_sha256": gen.get("model_sha256"),
-        "adapter_sha256": gen.get("adapter_sha256"),
-        "best_adapter_sha256": (ev.experiment or {}).get("adapter_sha256"),
-        "generation_checkpoint": gen.get("checkpoint"),
-        "generation_settings": gen.get("generation"),
-        "traceability": traceability(plan.samples, ev.generation),
-        "datasets": datasets,
-        "versions": environment_versions(),
-        "training_versions": lock.get("versions"),
-        "git": _git(),
-    }
-
-
-def build_scorecard(plan: pipeline.Plan, ev: Evidence, stages: list[pipeline.StageResult]) -> dict:
-    card = score(ev)
-    card.update(generator=plan.generator, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                provenance=provenance(plan, ev), stages=[s.as_dict() for s in stages],
-                missing_evidence=dict(ev.missing))
-    curves = {}
-    for label, run in (("run A", ev.experiment), ("repeat", ev.repeat)):
-        if run:
-            curves[f"train loss ({label})"] = [list(p) for p in run["loss_curve"]]
-            curves[f"validation loss ({label})"] = [list(p) for p in run["eval_curve"]]
-    card["curves"] = curves
-    return card
-
-
-# ---------------------------------------------------------------- output
-
-def write_outputs(out: Path, files: dict[str, str]) -> list[Path]:
-    """Every file goes to a temp file first (fsynced); only when all exist are they renamed over the old ones."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[str, Path]] = []
-    try:
-        for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-            staged.append((tmp, out / name))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    for tmp, dest in staged:
-        os.replace(tmp, dest)
-    return [dest for _, dest in staged]
-
-
-def render_all(card: dict, samples: list[dict]) -> dict[str, str]:
-    from falsify.report.scorecard_html import render_html
+def render_all(card: Scorecard, samples: list[dict]) -> dict[str, str]:
+    """The three files' text, all rendered before anything is written."""
+    from falsify.report.scorecard_html import render_html  # matplotlib: imported only when a report is written
     from falsify.report.scorecard_md import render_markdown
 
-    return {"scorecard.json": json.dumps(card, indent=2, default=str) + "\n",
+    return {"scorecard.json": scorecard_json(card),
             "scorecard.md": render_markdown(card),
             "scorecard.html": render_html(card, samples)}
 
@@ -213,11 +125,11 @@ def report(args: argparse.Namespace) -> int:
     stages = pipeline.run_stages(plan.stages, out / "logs")
     results = {s.name: s for s in stages}
     ev = gather(plan, results)
-    card = build_scorecard(plan, ev, stages)
+    card = build_scorecard(score(ev), plan, ev, stages)
     if baseline is not None:
         card["baseline"] = compare(card, baseline, str(args.baseline))
-    samples = load_samples(plan.eval_dir / "samples.jsonl", limit=5000)
-    written = write_outputs(out, render_all(card, samples))
+    samples = load_samples(plan.sample_results, limit=5000)
+    written = write_scorecard(out, render_all(card, samples))
 
     print(f"score {card['total']}/{card['max_total']} grade {card['grade']} "
           f"({card['counts']['passed']} passed, {card['counts']['failed']} failed, {card['counts']['not run']} not run)")

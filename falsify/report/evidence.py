@@ -1,22 +1,40 @@
 """Reads the rubric's evidence from disk: evaluator summary, falsifier results, experiment runs.
 
-Kept apart from `falsify.report.rubric` so scoring stays a pure function of plain data. Every
-malformed file raises `ReportError` with one line naming the file and the field.
+Kept apart from `falsify.report.rubric` so scoring stays a pure function of plain data
+(`Evidence`). Every malformed file raises `ReportError` with one line naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from falsify.report.rubric import SUMMARY_FIELDS
+from falsify.evaluate.verdict import SUMMARY_FIELDS
+from trainer.experiment import ExperimentPaths, sha256_of_dir
+from trainer.files import JsonlError, read_jsonl
+from trainer.monitor.store import StoreError, read_curves
 
 
 class ReportError(Exception):
     """A user-facing problem with the report's inputs (exit 2, one line, no traceback)."""
+
+
+@dataclass
+class Evidence:
+    """What the scorer may read. A source that is None has its reason in `missing`."""
+
+    summary: dict | None = None          # evaluator summary.json
+    experiment: dict | None = None       # run A: `load_run` (metrics, loss/eval curves, lock, adapter sha256, vram)
+    repeat: dict | None = None           # run B (same seed), same shape
+    generation: dict | None = None       # <samples>.summary.json of the generation stage
+    falsifiers: list[dict] | None = None  # items of the plugin's --falsify-results JSON
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def why_missing(self, source: str) -> str:
+        return self.missing.get(source, f"no {source} evidence was gathered")
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -61,66 +79,54 @@ def load_falsifiers(path: Path) -> list[dict]:
     return items
 
 
-def _curves(db_path: Path) -> tuple[list, list, float | None]:
-    """(loss curve, eval curve, peak VRAM MiB) from the metric store, opened read-only."""
-    if not db_path.is_file():
-        raise ReportError(f"{db_path}: metric store not found")
+def experiment_paths(root: Path) -> ExperimentPaths:
+    """The layout of an existing experiment directory; ReportError when `root` is not one."""
+    paths = ExperimentPaths(Path(root))
+    if not paths.root.is_dir():
+        raise ReportError(f"{paths.root}: experiment directory not found")
+    if not paths.config.is_file():
+        raise ReportError(f"{paths.root}: not an experiment directory (no {paths.config.name})")
+    return paths
+
+
+def _read_lock(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
     try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            steps = [tuple(r) for r in db.execute("SELECT step, loss FROM steps ORDER BY step")]
-            evals = [tuple(r) for r in db.execute("SELECT step, val_loss FROM evals ORDER BY step")]
-            peak = db.execute("SELECT MAX(vram_used_mb) FROM hardware").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise ReportError(f"{db_path}: unreadable metric store ({exc})") from None
-    return steps, evals, peak
+        lock = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(lock, dict):
+        raise ReportError(f"{path}: expected a YAML mapping")
+    return lock
 
 
 def load_run(root: Path) -> dict:
     """One finished training run: metrics, curves, lock, adapter hashes."""
-    from trainer.experiment import sha256_of_dir
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ReportError(f"{root}: experiment directory not found")
-    if not (root / "config.yaml").is_file():
-        raise ReportError(f"{root}: not an experiment directory (no config.yaml)")
-    metrics = read_json(root / "metrics.json", "experiment metrics")
+    paths = experiment_paths(root)
+    metrics = read_json(paths.metrics, "experiment metrics")
     for key in ("status", "device", "train_seconds", "final_val_loss"):
         if key not in metrics:
-            raise ReportError(f"{root / 'metrics.json'}: field '{key}' is missing")
-    loss_curve, eval_curve, peak = _curves(root / "metrics.sqlite")
-    lock = None
-    lock_path = root / "reproducibility.lock"
-    if lock_path.is_file():
-        try:
-            lock = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ReportError(f"{lock_path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(lock, dict):
-            raise ReportError(f"{lock_path}: expected a YAML mapping")
+            raise ReportError(f"{paths.metrics}: field '{key}' is missing")
+    if not paths.store.is_file():
+        raise ReportError(f"{paths.store}: metric store not found")
+    try:
+        curves = read_curves(paths.store)
+    except StoreError as exc:
+        raise ReportError(f"{paths.store}: unreadable metric store ({str(exc).removeprefix(f'{paths.store}: ')})") from None
     final = metrics.get("final_checkpoint")
-    final_dir = root / "checkpoints" / Path(final).name if final else None
-    return {"root": str(root), "metrics": metrics, "loss_curve": loss_curve, "eval_curve": eval_curve,
-            "peak_vram_mb": peak, "lock": lock,
-            "adapter_sha256": sha256_of_dir(root / "checkpoints" / "best"),
+    final_dir = paths.checkpoints / Path(final).name if final else None
+    return {"root": str(paths.root), "metrics": metrics, "loss_curve": curves.loss, "eval_curve": curves.evals,
+            "peak_vram_mb": curves.peak_vram_mb, "lock": _read_lock(paths.lock),
+            "adapter_sha256": sha256_of_dir(paths.best),
             "final_adapter_sha256": sha256_of_dir(final_dir) if final_dir else None}
 
 
 def load_samples(path: Path, limit: int | None = None) -> list[dict]:
-    """Per-sample verdicts (evaluator samples.jsonl); a bad line names its number."""
-    rows = []
+    """Per-sample verdicts (evaluator samples.jsonl), [] when there is none; a bad line names its number."""
     if not Path(path).is_file():
-        return rows
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
+        return []
+    try:
+        return read_jsonl(path, limit)
+    except JsonlError as exc:
+        raise ReportError(str(exc)) from None

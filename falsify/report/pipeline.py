@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,12 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from falsify.evaluate.verdict import SAMPLES_FILE, SUMMARY_FILE
+from falsify.report.evidence import ReportError
+from trainer.experiment import ExperimentPaths
+from trainer.files import iter_jsonl, write_atomic
+from trainer.monitor.store import StoreError, StoreReader
 
 CORPUS = Path("experiments/corpus")
 CRATE_SOURCE = Path("/usr/share/cargo/registry")
@@ -51,10 +56,6 @@ class StageResult:
     reason: str = ""
     log: str | None = None
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2), "command": self.command,
-                "reason": self.reason, "log": self.log}
-
 
 @dataclass
 class Plan:
@@ -71,31 +72,49 @@ class Plan:
 
     @property
     def summary(self) -> Path:
-        return self.eval_dir / "summary.json"
+        return self.eval_dir / SUMMARY_FILE
+
+    @property
+    def sample_results(self) -> Path:
+        """The evaluator's per-sample records (`samples` is its input: the generated tests)."""
+        return self.eval_dir / SAMPLES_FILE
 
     @property
     def generation_summary(self) -> Path:
-        return self.samples.with_suffix(".summary.json")
+        from trainer.generate import generation_summary_path  # here: trainer.generate imports torch
+
+        return generation_summary_path(self.samples)
 
 
 # ---------------------------------------------------------------- progress readers
 
 def training_progress(root: Path) -> Callable[[], tuple[int, int] | None]:
+    """(last step, total steps) from the run's metric store, or None while it cannot say."""
+    store = ExperimentPaths(root).store
+    seen = 0  # read only the step rows after the last poll's: a long run has many
+
     def read():
-        db = root / "metrics.sqlite"
-        if not db.is_file():
+        nonlocal seen
+        if not store.is_file():
             return None
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)
+            reader = StoreReader(store, timeout=0.2)
             try:
-                total = con.execute("SELECT value FROM meta WHERE key='total_steps'").fetchone()
-                step = con.execute("SELECT MAX(step) FROM steps").fetchone()[0] or 0
+                snap = reader.read(after_step=seen)
             finally:
-                con.close()
-        except sqlite3.Error:
+                reader.close()
+        except StoreError:
             return None  # the trainer is creating or replacing it; try again at the next poll
-        return (step, int(json.loads(total[0]))) if total else None
+        seen = snap.last_step
+        total = snap.meta.get("total_steps")
+        return (snap.last_step, int(total)) if total is not None else None
     return read
+
+
+def _partial_output(samples: Path) -> Path:
+    from trainer.generate import partial_output_path  # here: trainer.generate imports torch
+
+    return partial_output_path(samples)
 
 
 def lines_progress(paths: list[Path], total: int) -> Callable[[], tuple[int, int] | None]:
@@ -108,16 +127,13 @@ def lines_progress(paths: list[Path], total: int) -> Callable[[], tuple[int, int
     return read
 
 
-def count_lines(path: Path) -> int:
-    with Path(path).open("rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
 # ---------------------------------------------------------------- plans
 
 def _reuse_run(root: Path) -> Callable[[], str | None]:
+    metrics = ExperimentPaths(root).metrics
+
     def done():
-        return f"{root}/metrics.json exists" if (root / "metrics.json").is_file() else None
+        return f"{metrics} exists" if metrics.is_file() else None
     return done
 
 
@@ -144,71 +160,62 @@ def corpus_stage(holdout: Path) -> Stage:
                  done=_reuse_file(holdout), check_output=holdout)
 
 
-def train_command(root: Path, fresh: bool) -> list[str]:
-    """Fresh: the packaged default config. Reuse: the experiment's own resolved config."""
-    if fresh:
-        return _py("-m", "trainer", "train", "--config", DEFAULT_CONFIG, "--output", str(root), "--overwrite")
-    return _py("-m", "trainer", "train", "--config", str(root / "config.yaml"), "--output", str(root), "--resume")
+def _train(config: str | Path, root: Path, mode: str) -> list[str]:
+    return _py("-m", "trainer", "train", "--config", str(config), "--output", str(root), mode)
+
+
+def _evaluate(samples: Path, eval_dir: Path) -> list[str]:
+    return _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir))
 
 
 def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
+    """Train twice with the same seed, generate, evaluate, run the falsifiers; reuse what `experiment` already has."""
     fresh = experiment is None
-    exp = DEFAULT_EXPERIMENT if fresh else Path(experiment)
-    repeat = exp.with_name(exp.name + "-repeat")
-    eval_dir = exp / "evaluation"
+    run_a = ExperimentPaths(DEFAULT_EXPERIMENT if fresh else Path(experiment))
+    run_b = ExperimentPaths(run_a.root.with_name(run_a.root.name + "-repeat"))
+    eval_dir = run_a.evaluation
     samples = eval_dir / "generated.jsonl"
     falsifiers = eval_dir / "falsifiers.json"
+    summary = eval_dir / SUMMARY_FILE
     reuse = (lambda f: _never()) if fresh else (lambda f: f)
-    if fresh:
-        repeat_cmd = _py("-m", "trainer", "train", "--config", DEFAULT_CONFIG, "--output", str(repeat), "--overwrite")
-    else:  # the same resolved config as run A, into a fresh directory
-        repeat_cmd = _py("-m", "trainer", "train", "--config", str(exp / "config.yaml"), "--output", str(repeat), "--overwrite")
+    config = DEFAULT_CONFIG if fresh else run_a.config  # the packaged default, or run A's own resolved config
     stages = [
         corpus_stage(holdout),
-        Stage("train", train_command(exp, fresh), done=reuse(_reuse_run(exp)), progress=training_progress(exp),
-              needs=["corpus"], check_output=exp / "metrics.json"),
-        Stage("train-repeat", repeat_cmd, done=reuse(_reuse_run(repeat)), progress=training_progress(repeat),
-              needs=["corpus"], check_output=repeat / "metrics.json"),
-        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(exp), "--input", str(holdout),
+        Stage("train", _train(config, run_a.root, "--overwrite" if fresh else "--resume"), done=reuse(_reuse_run(run_a.root)),
+              progress=training_progress(run_a.root), needs=["corpus"], check_output=run_a.metrics),
+        Stage("train-repeat", _train(config, run_b.root, "--overwrite"), done=reuse(_reuse_run(run_b.root)),
+              progress=training_progress(run_b.root), needs=["corpus"], check_output=run_b.metrics),
+        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--input", str(holdout),
                               "--out", str(samples), "--limit", str(limit)),
               done=reuse(_reuse_file(samples)), needs=["train"], check_output=samples,
-              progress=lines_progress([samples.with_name(f".{samples.name}.tmp"), samples], limit)),
-        Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
-              done=reuse(_reuse_file(eval_dir / "summary.json", newer_than=samples)), needs=["generate"],
-              check_output=eval_dir / "summary.json"),  # the evaluator writes nothing until it is done: no ETA
+              progress=lines_progress([_partial_output(samples), samples], limit)),
+        Stage("evaluate", _evaluate(samples, eval_dir), done=reuse(_reuse_file(summary, newer_than=samples)), needs=["generate"],
+              check_output=summary),  # the evaluator writes nothing until it is done: no ETA
     ]
     if tiers:
         # pytest exits 1 when some falsifier fails: that is evidence, not a broken stage.
         stages.append(Stage("falsifiers", _py("-m", "pytest", "contracts", "-m", " or ".join(tiers), "--falsify-results",
                                               str(falsifiers), "-p", "no:cacheprovider", "-q"),
                             done=reuse(_reuse_file(falsifiers)), ok_codes=(0, 1), check_output=falsifiers))
-    return Plan("model", exp, repeat, eval_dir, samples, falsifiers if tiers else None, holdout, stages)
+    return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages)
 
 
 def write_reference_samples(holdout: Path, out: Path, limit: int) -> None:
     """The corpus's own tests as if generated: same evaluator, the rubric's 'top' for comparison."""
-    from falsify.report.evidence import ReportError
-
     rows = []
-    for lineno, line in enumerate(holdout.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{holdout}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(rec.get("input"), str) or not isinstance(rec.get("output"), str):
-            raise ReportError(f"{holdout}:{lineno}: a corpus record needs string fields 'input' and 'output'")
+    for line in iter_jsonl(holdout):
+        if line.problem is not None:
+            raise ReportError(f"{holdout}: {line.problem}")
+        rec = line.value
+        if not isinstance(rec, dict) or not isinstance(rec.get("input"), str) or not isinstance(rec.get("output"), str):
+            raise ReportError(f"{holdout}:{line.line}: a corpus record needs string fields 'input' and 'output'")
         meta = rec.get("metadata") or {}
-        rows.append({"id": str(meta.get("id") or f"holdout-{lineno}"), "function_code": rec["input"],
+        rows.append({"id": str(meta.get("id") or f"holdout-{line.line}"), "function_code": rec["input"],
                      "generated_tests": rec["output"], "reference_tests": rec["output"],
                      "metadata": {**meta, "generation": {"generator": "reference", "source": str(holdout)}}})
         if len(rows) >= limit:
             break
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))  # as the generator writes its samples
 
 
 def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
@@ -218,9 +225,9 @@ def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPU
         corpus_stage(holdout),
         Stage("reference-samples", action=lambda: write_reference_samples(holdout, samples, limit), needs=["corpus"],
               check_output=samples),
-        Stage("evaluate", _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir)),
-              done=_reuse_file(eval_dir / "summary.json", newer_than=samples) if experiment else _never(),
-              needs=["reference-samples"], check_output=eval_dir / "summary.json"),
+        Stage("evaluate", _evaluate(samples, eval_dir),
+              done=_reuse_file(eval_dir / SUMMARY_FILE, newer_than=samples) if experiment else _never(),
+              needs=["reference-samples"], check_output=eval_dir / SUMMARY_FILE),
     ]
     return Plan("reference", None, None, eval_dir, samples, None, holdout, stages)
 
@@ -260,7 +267,8 @@ def run_stage(stage: Stage, log: Path, on_tick: Callable[[], None] = lambda: Non
     if proc.returncode not in stage.ok_codes:
         return StageResult(stage.name, "failed", seconds, shown, f"exit {proc.returncode}: {_last_line(log)}", str(log))
     if stage.check_output is not None and not stage.check_output.exists():
-        return StageResult(stage.name, "failed", seconds, shown, f"exit {proc.returncode} but {stage.check_output} was not written", str(log))
+        reason = f"exit {proc.returncode} but {stage.check_output} was not written"
+        return StageResult(stage.name, "failed", seconds, shown, reason, str(log))
     return StageResult(stage.name, "ran", seconds, shown, f"exit {proc.returncode}", str(log))
 
 
@@ -274,7 +282,8 @@ def run_stages(stages: list[Stage], log_dir: Path, console: Console | None = Non
         for stage in stages:
             blocked = [n for n in stage.needs if n in results and results[n].status in ("failed", "skipped")]
             if blocked:
-                results[stage.name] = StageResult(stage.name, "skipped", 0.0, "", f"needs stage {blocked[0]}, which {results[blocked[0]].status}")
+                why = f"needs stage {blocked[0]}, which {results[blocked[0]].status}"
+                results[stage.name] = StageResult(stage.name, "skipped", 0.0, "", why)
                 console.print(f"[yellow]skip[/] {stage.name}: {results[stage.name].reason}")
                 continue
             reuse = stage.done() if stage.done else None

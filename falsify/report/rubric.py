@@ -1,6 +1,6 @@
 """The 100-point Popperian rubric: 26 items in 7 categories, grades and the P-GATE gates.
 
-Scoring is pure: `score(Evidence) -> dict` reads only the evidence it is given (files are
+Scoring is pure: `score(Evidence) -> RubricScore` (the scored part of scorecard.json) reads only the evidence it is given (files are
 read by `falsify.report.evidence`). Every item is all-or-nothing: it earns its full points when
 its measured value meets the stated threshold and no falsifier behind it failed; it scores
 0 when the value misses ("failed") or when its evidence was not gathered ("not run", with
@@ -18,7 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from falsify.evaluate.verdict import SUMMARY_FIELDS  # noqa: F401  (re-exported: the evaluator owns its summary schema)
+from falsify.report.evidence import Evidence
+from falsify.report.scorecard import CategoryScore, Counts, FalsifierBehind, Gate, RubricScore, ScoredItem
 
 RUBRIC_VERSION = "1.0"
 
@@ -34,22 +35,9 @@ CATEGORY_PASS_TARGET = 0.85  # edge-case items: same bar as the overall pass rat
 
 
 @dataclass
-class Evidence:
-    """What the scorer may read. A source that is None has its reason in `missing`."""
+class ItemResult:
+    """What one item's judge found: its status, the measured values behind it, and why."""
 
-    summary: dict | None = None          # evaluator summary.json
-    experiment: dict | None = None       # run A: metrics, loss/eval curves, lock, adapter sha256, vram
-    repeat: dict | None = None           # run B (same seed), same shape
-    generation: dict | None = None       # <samples>.summary.json of the generation stage
-    falsifiers: list[dict] | None = None  # items of the plugin's --falsify-results JSON
-    missing: dict[str, str] = field(default_factory=dict)
-
-    def why_missing(self, source: str) -> str:
-        return self.missing.get(source, f"no {source} evidence was gathered")
-
-
-@dataclass
-class Verdict:
     status: str  # "passed" | "failed" | "not run"
     evidence: dict
     reason: str
@@ -63,11 +51,11 @@ class Item:
     title: str
     threshold: str
     source: str
-    judge: Callable[[Evidence], Verdict] = field(repr=False, compare=False)
+    judge: Callable[[Evidence], ItemResult] = field(repr=False, compare=False)
 
 
-def not_run(reason: str, **evidence) -> Verdict:
-    return Verdict("not run", evidence, reason)
+def not_run(reason: str, **evidence) -> ItemResult:
+    return ItemResult("not run", evidence, reason)
 
 
 def _fmt(value) -> str:
@@ -77,7 +65,7 @@ def _fmt(value) -> str:
 # ---------------------------------------------------------------- judges: evaluator rates
 
 def _summary_value(ev: Evidence, key: str):
-    """(value, None) or (None, not-run verdict) when the summary is absent or empty."""
+    """(value, None) or (None, not-run result) when the summary is absent or empty."""
     if ev.summary is None:
         return None, not_run(ev.why_missing("summary"))
     if not ev.summary.get("n"):
@@ -88,23 +76,23 @@ def _summary_value(ev: Evidence, key: str):
     return value, None
 
 
-def rate(key: str, op: str, target: float) -> Callable[[Evidence], Verdict]:
+def rate(key: str, op: str, target: float) -> Callable[[Evidence], ItemResult]:
     """Judge: summary[key] compared with target (op is '>=' or '<=')."""
     compare = {">=": operator.ge, "<=": operator.le}[op]
 
-    def judge(ev: Evidence) -> Verdict:
+    def judge(ev: Evidence) -> ItemResult:
         value, skipped = _summary_value(ev, key)
         if skipped:
             return skipped
         ok = compare(value, target)
-        return Verdict("passed" if ok else "failed", {key: value, "n": ev.summary["n"]},
+        return ItemResult("passed" if ok else "failed", {key: value, "n": ev.summary["n"]},
                        f"{key} = {_fmt(value)}, needs {op} {target}")
     return judge
 
 
-def category(cat: str) -> Callable[[Evidence], Verdict]:
+def category(cat: str) -> Callable[[Evidence], ItemResult]:
     """Edge-case item: share of the category's samples that compile and pass."""
-    def judge(ev: Evidence) -> Verdict:
+    def judge(ev: Evidence) -> ItemResult:
         counts, skipped = _summary_value(ev, "category_counts")
         if skipped:
             return skipped
@@ -114,12 +102,12 @@ def category(cat: str) -> Callable[[Evidence], Verdict]:
             return not_run(f"no evaluated sample is in category {cat}", samples=0)
         share = passed / total
         ok = share >= CATEGORY_PASS_TARGET
-        return Verdict("passed" if ok else "failed", {"samples": total, "passing": passed, "pass_share": share},
+        return ItemResult("passed" if ok else "failed", {"samples": total, "passing": passed, "pass_share": share},
                        f"{passed}/{total} {cat} samples compile and pass ({share:.3f}), needs >= {CATEGORY_PASS_TARGET}")
     return judge
 
 
-def meaningful_assertions(ev: Evidence) -> Verdict:
+def meaningful_assertions(ev: Evidence) -> ItemResult:
     """Tests assert something (few samples without any) and what they assert is the function's result."""
     none_rate, skipped = _summary_value(ev, "no_assertion_rate")
     if skipped:
@@ -129,12 +117,12 @@ def meaningful_assertions(ev: Evidence) -> Verdict:
     reason = (f"no_assertion_rate = {_fmt(none_rate)} (needs <= 0.05), function_result_assertion_rate = "
               f"{_fmt(uses)} (needs >= 0.80)")
     ok = none_rate <= 0.05 and uses is not None and uses >= 0.80
-    return Verdict("passed" if ok else "failed", evidence, reason)
+    return ItemResult("passed" if ok else "failed", evidence, reason)
 
 
 # ---------------------------------------------------------------- judges: the two training runs
 
-def _both_runs(ev: Evidence) -> Verdict | None:
+def _both_runs(ev: Evidence) -> ItemResult | None:
     if ev.experiment is None:
         return not_run(ev.why_missing("experiment"))
     if ev.repeat is None:
@@ -142,7 +130,7 @@ def _both_runs(ev: Evidence) -> Verdict | None:
     return None
 
 
-def _curve_verdict(a: list, b: list, name: str) -> Verdict:
+def _curve_result(a: list, b: list, name: str) -> ItemResult:
     if not a or not b:
         return not_run(f"a run recorded no {name} (steps A={len(a)}, B={len(b)})")
     diffs = [abs(x[1] - y[1]) for x, y in zip(a, b) if x[0] == y[0]]
@@ -152,14 +140,14 @@ def _curve_verdict(a: list, b: list, name: str) -> Verdict:
     evidence = {"points_a": len(a), "points_b": len(b), "same_steps": same_steps, "max_abs_diff": max_diff}
     reason = (f"{name}s identical over {len(a)} points" if ok else
               f"{name}s differ: same steps {same_steps}, max |diff| {max_diff}")
-    return Verdict("passed" if ok else "failed", evidence, reason + " (needs bit-identical)")
+    return ItemResult("passed" if ok else "failed", evidence, reason + " (needs bit-identical)")
 
 
-def same_loss_curve(ev: Evidence) -> Verdict:
-    return _both_runs(ev) or _curve_verdict(ev.experiment["loss_curve"], ev.repeat["loss_curve"], "training loss curve")
+def same_loss_curve(ev: Evidence) -> ItemResult:
+    return _both_runs(ev) or _curve_result(ev.experiment["loss_curve"], ev.repeat["loss_curve"], "training loss curve")
 
 
-def same_final_weights(ev: Evidence) -> Verdict:
+def same_final_weights(ev: Evidence) -> ItemResult:
     skipped = _both_runs(ev)
     if skipped:
         return skipped
@@ -167,32 +155,32 @@ def same_final_weights(ev: Evidence) -> Verdict:
     if a is None or b is None:
         return not_run(f"a run has no best adapter (sha256 A={a}, B={b})")
     ok = a == b
-    return Verdict("passed" if ok else "failed", {"adapter_sha256_a": a, "adapter_sha256_b": b},
+    return ItemResult("passed" if ok else "failed", {"adapter_sha256_a": a, "adapter_sha256_b": b},
                    "adapter bytes identical" if ok else "adapter bytes differ between the same-seed runs")
 
 
-def same_eval_metrics(ev: Evidence) -> Verdict:
+def same_eval_metrics(ev: Evidence) -> ItemResult:
     skipped = _both_runs(ev)
     if skipped:
         return skipped
-    verdict = _curve_verdict(ev.experiment["eval_curve"], ev.repeat["eval_curve"], "validation loss curve")
+    result = _curve_result(ev.experiment["eval_curve"], ev.repeat["eval_curve"], "validation loss curve")
     fa, fb = ev.experiment["metrics"].get("final_val_loss"), ev.repeat["metrics"].get("final_val_loss")
-    verdict.evidence.update(final_val_loss_a=fa, final_val_loss_b=fb)
-    if verdict.status == "passed" and fa != fb:
-        return Verdict("failed", verdict.evidence, f"final validation loss differs: {fa} vs {fb}")
-    return verdict
+    result.evidence.update(final_val_loss_a=fa, final_val_loss_b=fb)
+    if result.status == "passed" and fa != fb:
+        return ItemResult("failed", result.evidence, f"final validation loss differs: {fa} vs {fb}")
+    return result
 
 
 LOCK_VERSIONS = ("python", "torch", "transformers", "peft", "bitsandbytes", "rustc")
 
 
-def environment_locked(ev: Evidence) -> Verdict:
+def environment_locked(ev: Evidence) -> ItemResult:
     """The lock names every version, the device, the seed and sha256s, and its adapter hash is true."""
     if ev.experiment is None:
         return not_run(ev.why_missing("experiment"))
     lock = ev.experiment.get("lock")
     if lock is None:
-        return Verdict("failed", {}, "reproducibility.lock is missing")
+        return ItemResult("failed", {}, "reproducibility.lock is missing")
     versions = lock.get("versions") or {}
     gaps = [f"versions.{k}" for k in LOCK_VERSIONS if not versions.get(k)]
     gaps += [k for k in ("device", "seed", "config_sha256", "final_adapter_sha256") if lock.get(k) in (None, "")]
@@ -202,15 +190,15 @@ def environment_locked(ev: Evidence) -> Verdict:
     recorded, actual = lock.get("final_adapter_sha256"), ev.experiment.get("final_adapter_sha256")
     evidence = {"missing_fields": gaps, "lock_adapter_sha256": recorded, "final_adapter_sha256_on_disk": actual}
     if gaps:
-        return Verdict("failed", evidence, f"reproducibility.lock lacks: {', '.join(gaps)}")
+        return ItemResult("failed", evidence, f"reproducibility.lock lacks: {', '.join(gaps)}")
     if recorded != actual:
-        return Verdict("failed", evidence, "the lock's final_adapter_sha256 does not match the checkpoint on disk")
-    return Verdict("passed", evidence, "lock names versions, device, seed and sha256s; adapter hash matches the disk")
+        return ItemResult("failed", evidence, "the lock's final_adapter_sha256 does not match the checkpoint on disk")
+    return ItemResult("passed", evidence, "lock names versions, device, seed and sha256s; adapter hash matches the disk")
 
 
 # ---------------------------------------------------------------- judges: efficiency
 
-def peak_vram(ev: Evidence) -> Verdict:
+def peak_vram(ev: Evidence) -> ItemResult:
     if ev.experiment is None:
         return not_run(ev.why_missing("experiment"))
     device = str(ev.experiment["metrics"].get("device", ""))
@@ -220,11 +208,11 @@ def peak_vram(ev: Evidence) -> Verdict:
     if peak is None:
         return not_run("the run recorded no VRAM samples", device=device)
     ok = peak < VRAM_LIMIT_MB
-    return Verdict("passed" if ok else "failed", {"peak_vram_mb": peak, "device": device},
+    return ItemResult("passed" if ok else "failed", {"peak_vram_mb": peak, "device": device},
                    f"peak VRAM {peak:.0f} MiB, needs < {VRAM_LIMIT_MB} MiB")
 
 
-def training_time(ev: Evidence) -> Verdict:
+def training_time(ev: Evidence) -> ItemResult:
     if ev.experiment is None:
         return not_run(ev.why_missing("experiment"))
     m = ev.experiment["metrics"]
@@ -232,18 +220,18 @@ def training_time(ev: Evidence) -> Verdict:
     if seconds is None:
         return not_run("metrics.json has no train_seconds")
     ok = status == "finished" and seconds < TRAINING_LIMIT_S
-    return Verdict("passed" if ok else "failed", {"train_seconds": seconds, "status": status},
+    return ItemResult("passed" if ok else "failed", {"train_seconds": seconds, "status": status},
                    f"training {status} in {seconds:.0f} s, needs to finish in < {TRAINING_LIMIT_S} s")
 
 
-def generation_time(ev: Evidence) -> Verdict:
+def generation_time(ev: Evidence) -> ItemResult:
     if ev.generation is None:
         return not_run(ev.why_missing("generation"))
     median = ev.generation.get("median_seconds_per_function")
     if median is None:
         return not_run("the generation summary has no median_seconds_per_function (0 functions?)")
     ok = median < GENERATION_LIMIT_S
-    return Verdict("passed" if ok else "failed",
+    return ItemResult("passed" if ok else "failed",
                    {"median_seconds_per_function": median, "functions": ev.generation.get("functions"),
                     "tokens_per_s": ev.generation.get("tokens_per_s")},
                    f"median {median:.3f} s per function, needs < {GENERATION_LIMIT_S} s")
@@ -336,32 +324,32 @@ def grade(total: float) -> str:
     return "F"
 
 
-def _falsifiers_behind(item_id: str, falsifiers: list[dict] | None) -> list[dict]:
+def _falsifiers_behind(item_id: str, falsifiers: list[dict] | None) -> list[FalsifierBehind]:
     out = []
     for f in falsifiers or []:
         if item_id in (f.get("rubric") or []):
             status = {"passed": "passed", "failed": "failed", "error": "failed"}.get(f.get("outcome"), "not run")
-            out.append({"nodeid": f.get("nodeid"), "falsifier": f.get("falsifier"), "tier": f.get("tier"),
-                        "outcome": f.get("outcome"), "status": status, "reason": (f.get("reason") or "")[:500]})
+            out.append(FalsifierBehind(nodeid=f.get("nodeid"), falsifier=f.get("falsifier"), tier=f.get("tier"),
+                                       outcome=f.get("outcome"), status=status, reason=(f.get("reason") or "")[:500]))
     return out
 
 
-def judge_item(item: Item, ev: Evidence) -> dict:
+def judge_item(item: Item, ev: Evidence) -> ScoredItem:
     """One scored item: its own evidence, overruled by any failed falsifier behind it."""
-    verdict = item.judge(ev)
+    result = item.judge(ev)
     behind = _falsifiers_behind(item.id, ev.falsifiers)
     refuted = [f["nodeid"] for f in behind if f["status"] == "failed"]
-    status, reason = verdict.status, verdict.reason
+    status, reason = result.status, result.reason
     if refuted:
         status, reason = "failed", f"falsifier(s) failed: {', '.join(refuted)}; {reason}"
-    return {"id": item.id, "category": item.category, "title": item.title, "points": item.points if status == "passed" else 0,
-            "max": item.points, "threshold": item.threshold, "source": item.source, "status": status,
-            "evidence": verdict.evidence, "falsifiers": behind, "reason": reason}
+    return ScoredItem(id=item.id, category=item.category, title=item.title, points=item.points if status == "passed" else 0,
+                      max=item.points, threshold=item.threshold, source=item.source, status=status,
+                      evidence=result.evidence, falsifiers=behind, reason=reason)
 
 
-def _gates(total: int, items: dict[str, dict], ev: Evidence) -> list[dict]:
-    def gate(gid, status, value, reason):
-        return {"id": gid, "requirement": GATES[gid], "status": status, "value": value, "reason": reason}
+def _gates(total: int, items: dict[str, ScoredItem], ev: Evidence) -> list[Gate]:
+    def gate(gid, status, value, reason) -> Gate:
+        return Gate(id=gid, requirement=GATES[gid], status=status, value=value, reason=reason)
 
     out = [gate("P-GATE-001", "passed" if total >= 90 else "failed", total,
                 f"total {total} {'>=' if total >= 90 else '<'} 90")]
@@ -381,15 +369,15 @@ def _gates(total: int, items: dict[str, dict], ev: Evidence) -> list[dict]:
     return out
 
 
-def score(ev: Evidence) -> dict:
+def score(ev: Evidence) -> RubricScore:
     """The scored rubric: items, per-category sums, total, grade and gates."""
     items = OrderedDict((iid, judge_item(item, ev)) for iid, item in ITEMS.items())
     total = sum(i["points"] for i in items.values())
-    categories = OrderedDict((c, {"points": sum(i["points"] for i in items.values() if i["category"] == c), "max": m})
+    categories = OrderedDict((c, CategoryScore(points=sum(i["points"] for i in items.values() if i["category"] == c), max=m))
                              for c, m in CATEGORIES.items())
-    counts = {s: sum(1 for i in items.values() if i["status"] == s) for s in ("passed", "failed", "not run")}
-    return {"rubric_version": RUBRIC_VERSION, "total": total, "max_total": sum(CATEGORIES.values()), "grade": grade(total),
-            "counts": counts, "categories": categories, "gates": _gates(total, items, ev), "items": list(items.values())}
+    counts = Counts({s: sum(1 for i in items.values() if i["status"] == s) for s in ("passed", "failed", "not run")})
+    return RubricScore(rubric_version=RUBRIC_VERSION, total=total, max_total=sum(CATEGORIES.values()), grade=grade(total),
+                       counts=counts, categories=categories, gates=_gates(total, items, ev), items=list(items.values()))
 
 
 def _check_table() -> None:

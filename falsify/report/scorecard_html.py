@@ -17,6 +17,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
 import matplotlib.pyplot as plt
 
+from falsify.report.scorecard import Scorecard, item_deltas
+from falsify.report.scorecard_md import evidence_text
+
 STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "not run": "#8c959f"}
 
 
@@ -46,7 +49,7 @@ def loss_plot(curves: dict) -> str | None:
     return _png(fig)
 
 
-def category_plot(card: dict) -> str:
+def category_plot(card: Scorecard) -> str:
     """Points earned against the maximum for each rubric category, as base64 PNG."""
     cats = list(card["categories"])
     got = [card["categories"][c]["points"] for c in cats]
@@ -66,12 +69,6 @@ def category_plot(card: dict) -> str:
 
 def _e(value) -> str:
     return html.escape(value if isinstance(value, str) else json.dumps(value, default=str))
-
-
-def _evidence(ev: dict) -> str:
-    from falsify.report.scorecard_md import evidence_text
-
-    return evidence_text(ev)
 
 
 PREFERRED = ("id", "parses", "compiles", "links", "passes", "tests_run", "mutation_score", "line_coverage",
@@ -130,7 +127,7 @@ def _status(s: str) -> str:
     return f'<span class="{s.replace(" ", "-")}">{html.escape(s)}</span>'
 
 
-def render_html(card: dict, samples: list[dict]) -> str:
+def render_html(card: Scorecard, samples: list[dict]) -> str:
     title = "reference tests (corpus)" if card.get("generator") == "reference" else "model"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Scorecard: {title}</title><style>{CSS}</style>"
              f"<script>{SCRIPT}</script></head><body data-plots-loaded='0'>",
@@ -156,11 +153,11 @@ def render_html(card: dict, samples: list[dict]) -> str:
     parts.append("</table><h2>Items</h2><table><tr><th>item</th><th>category</th><th>status</th><th>points</th>"
                  "<th>threshold</th><th>evidence</th><th>falsifiers behind it</th><th>reason</th>"
                  + ("<th>delta</th>" if diff else "") + "</tr>")
-    deltas = {r["id"]: r["delta"] for r in diff["items"]} if diff else {}
+    deltas = item_deltas(card)
     for i in card["items"]:
         behind = "<br>".join(f"{_e(f['nodeid'])}: {_status(f['status'])}" for f in i["falsifiers"]) or "-"
         row = (f"<tr><td>{i['id']}</td><td>{_e(i['category'])}</td><td>{_status(i['status'])}</td><td>{i['points']}/{i['max']}</td>"
-               f"<td>{_e(i['threshold'])}</td><td>{_e(_evidence(i['evidence']))}</td><td>{behind}</td><td>{_e(i['reason'])}</td>")
+               f"<td>{_e(i['threshold'])}</td><td>{_e(evidence_text(i['evidence']))}</td><td>{behind}</td><td>{_e(i['reason'])}</td>")
         if diff:
             d = deltas.get(i["id"])
             row += f"<td class='{'neg' if (d or 0) < 0 else 'pos'}'>{'' if d is None else f'{d:+d}'}</td>"
@@ -181,6 +178,7 @@ def render_html(card: dict, samples: list[dict]) -> str:
         parts += [f"<tr><td>{_e(s['name'])}</td><td>{_e(s['status'])}</td><td>{s['seconds']:.1f}</td><td>{_e(s['reason'])}</td></tr>"
                   for s in stages]
         parts.append("</table>")
-    parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(card.get("provenance", {}), indent=2, sort_keys=True, default=str)) + "</pre>")
+    provenance = json.dumps(card.get("provenance", {}), indent=2, sort_keys=True, default=str)
+    parts.append("<h2>Provenance</h2><pre>" + html.escape(provenance) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from falsify.report.scorecard import Scorecard, item_deltas
+
 
 def _cell(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
@@ -20,10 +22,11 @@ def _short(value):
 
 
 def evidence_text(ev: dict) -> str:
+    """An item's evidence values on one line (the HTML page shows the same text)."""
     return ", ".join(f"{k}={_short(v)}" for k, v in ev.items()) or "-"
 
 
-def render_markdown(card: dict) -> str:
+def render_markdown(card: Scorecard) -> str:
     title = "Reference tests (corpus)" if card.get("generator") == "reference" else "Model"
     out = [f"# Scorecard: {title}", "",
            f"**{card['total']} / {card['max_total']}**, grade **{card['grade']}** "
@@ -37,7 +40,7 @@ def render_markdown(card: dict) -> str:
     out += [f"| {g['id']} | {g['requirement']} | {g['status']} | {_cell(g['reason'])} |" for g in card["gates"]]
     out += ["", "## Categories", "", "| category | points | max |", "|---|---:|---:|"]
     out += [f"| {c} | {v['points']} | {v['max']} |" for c, v in card["categories"].items()]
-    deltas = {r["id"]: r["delta"] for r in diff["items"]} if diff else {}
+    deltas = item_deltas(card)
     out += ["", "## Items", "", "| item | status | points | threshold | evidence | falsifiers behind it | reason |"
             + (" delta |" if diff else ""), "|---|---|---:|---|---|---|---|" + ("---:|" if diff else "")]
     for i in card["items"]:

@@ -7,10 +7,10 @@ import json
 import pytest
 from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_GOOD, CLAMP_WEAK, SIGN, SUM_EVEN
 
-from falsify.evaluate import assertions, codebleu, coverage, mutants
+from falsify.evaluate import assertions, codebleu, coverage, mutation_operators
 from falsify.evaluate.crate import assemble, refusal
-from falsify.evaluate.samples import InputProblem, Sample, read_samples
-from falsify.evaluate.verdict import empty_record, summarize
+from falsify.evaluate.samples import InputProblem, Sample, from_dicts, read_samples
+from falsify.evaluate.verdict import SUMMARY_FIELDS, SampleRecord, Summary, empty_record, summarize
 
 
 def test_bad_lines_become_problems_with_line_numbers(tmp_path):
@@ -57,45 +57,46 @@ def test_plain_code_is_not_refused():
 
 
 def test_mutation_operators_found():
-    ops = [m.operator for m in mutants.find_mutants(SIGN)]
+    sign_mutants = mutation_operators.find_mutants(SIGN)
+    ops = [m.operator for m in sign_mutants]
     assert ops.count("body_default") == 1
     assert {"guard_true", "guard_false", "arm_delete", "binary_swap", "unary_delete"} <= set(ops)
     # the wildcard arm itself is never deleted
-    assert all("_ =>" not in SIGN.encode()[m.start:m.end].decode() for m in mutants.find_mutants(SIGN) if m.operator == "arm_delete")
-    ops = [m.operator for m in mutants.find_mutants(SUM_EVEN)]
+    assert all("_ =>" not in SIGN.encode()[m.start:m.end].decode() for m in sign_mutants if m.operator == "arm_delete")
+    ops = [m.operator for m in mutation_operators.find_mutants(SUM_EVEN)]
     assert {"compound_swap", "unary_delete", "binary_swap"} <= set(ops)
 
 
 def test_const_fn_is_not_mutated_and_says_why():
-    sites, notes = mutants.find_sites("const fn double(x: u32) -> u32 { x * 2 }")
+    sites, notes = mutation_operators.find_sites("const fn double(x: u32) -> u32 { x * 2 }")
     assert sites == [] and "const fn double" in notes[0]
 
 
 def test_single_mutant_applies_one_change_and_diffs():
-    m = next(m for m in mutants.find_mutants(CLAMP) if m.operator == "binary_swap")
+    m = next(m for m in mutation_operators.find_mutants(CLAMP) if m.operator == "binary_swap")
     mutated = m.apply(CLAMP)
     assert mutated.count("<=") == 1 and mutated.replace("<=", "<", 1) == CLAMP
     assert "-    if x < lo {" in m.diff(CLAMP) and "+    if x <= lo {" in m.diff(CLAMP)
 
 
 def test_schema_switches_every_mutant_and_markers_nest():
-    schema = mutants.render_schema(SUM_EVEN)
-    ids = [m.id for m in mutants.find_mutants(SUM_EVEN)]
+    schema = mutation_operators.render_schema(SUM_EVEN)
+    ids = [m.id for m in mutation_operators.find_mutants(SUM_EVEN)]
     for k in ids:
         assert f"__rtf_mutant() == {k} " in schema or f"__rtf_mutant() != {k}" in schema
-    intervals = mutants.marker_intervals(schema)
+    intervals = mutation_operators.marker_intervals(schema)
     assert sorted({k for _, _, k in intervals}) == sorted(ids)
     # an offset inside the inner `% 2` swap belongs to it, not to the enclosing `&&`
-    inner = next(m.id for m in mutants.find_mutants(SUM_EVEN) if SUM_EVEN[m.start:m.end] == "==")
+    inner = next(m.id for m in mutation_operators.find_mutants(SUM_EVEN) if SUM_EVEN[m.start:m.end] == "==")
     pos = schema.index(f"== {inner} {{") + 3
-    assert mutants.innermost_mutant(intervals, pos) == inner
+    assert mutation_operators.innermost_mutant(intervals, pos) == inner
     # dropping a mutant removes its switch
-    assert f"== {inner} {{" not in mutants.render_schema(SUM_EVEN, set(ids) - {inner})
+    assert f"== {inner} {{" not in mutation_operators.render_schema(SUM_EVEN, set(ids) - {inner})
 
 
 def test_schema_size_grows_linearly_with_nesting():
     code = "pub fn f(a: i32) -> i32 { " + " + ".join(["a"] * 40) + " }"
-    assert len(mutants.render_schema(code)) < 60 * len(code)
+    assert len(mutation_operators.render_schema(code)) < 60 * len(code)
 
 
 def test_assertion_analysis():
@@ -134,9 +135,25 @@ def test_summary_counts_every_sample_and_failure():
                                   "mutants": {"killed": 1, "survived": 1, "timeout": 0, "unviable": 2, "survivors": ["d"]},
                                   "line_coverage": 1.0, "baseline_line_coverage": 0.0, "function_branches": 0, "seconds": 2.0}
     bad = empty_record("b", 2) | {"failure": "input", "seconds": 0.0}
-    s = summarize([ok, bad])
+    s = summarize([ok, bad], wall_seconds=2.5, jobs=2, toolchain="rustc test")
     assert s["n"] == 2 and s["failures"] == 1 and s["pass_rate"] == 0.5 and s["compile_rate"] == 0.5
     assert s["mutation_score"] == 0.5 and s["mutation_samples_run"] == 1 and s["mutants"]["unviable"] == 2
     assert s["line_coverage_delta"] == 0.5  # the unmeasured sample gained nothing
     assert s["branch_coverage_delta"] == 0.0  # only `bad` counts: `ok`'s function has no branch
     assert s["failures_by_reason"] == {"input": 1}
+
+
+def test_records_and_summaries_carry_exactly_their_declared_fields():
+    rec = empty_record("a", 1)
+    assert list(rec) == list(SampleRecord.__annotations__)
+    summary = summarize([rec], wall_seconds=0.0, jobs=1, toolchain="rustc test")
+    assert set(summary) == set(Summary.__annotations__) and set(SUMMARY_FIELDS) < set(summary)
+
+
+def test_dicts_are_validated_like_file_lines(tmp_path):
+    rows = [{"id": "a", "function_code": CLAMP, "generated_tests": CLAMP_GOOD}, [1], {"id": "a", "function_code": CLAMP,
+            "generated_tests": CLAMP_WEAK}, {"id": "b", "function_code": CLAMP}]
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert from_dicts(rows) == read_samples(path)
+    assert [type(i).__name__ for i in from_dicts(rows)] == ["Sample", "InputProblem", "InputProblem", "InputProblem"]

@@ -101,9 +101,10 @@ def categories(fn: Node) -> dict[str, bool]:
     flags = dict.fromkeys(CATEGORIES, False)
     for node in walk(fn):
         kind = node.type
-        if kind in ("type_parameters", "where_clause"):
-            if any(c.type not in ("lifetime", "lifetime_parameter", "<", ">", ",") for c in node.named_children) or kind == "where_clause":
-                flags["has_generics"] = True
+        if kind == "where_clause" or (
+                kind == "type_parameters"
+                and any(c.type not in ("lifetime", "lifetime_parameter", "<", ">", ",") for c in node.named_children)):
+            flags["has_generics"] = True
         if kind in ("lifetime", "lifetime_parameter"):
             flags["has_lifetimes"] = True
         if kind == "abstract_type":  # `impl Trait` in argument or return position

@@ -30,9 +30,9 @@ from typing import Any
 import psutil
 
 from trainer.errors import TrainerError
+from trainer.experiment import ExperimentPaths
 from trainer.monitor.store import STEP_COLUMNS, StoreReader
 
-STORE_NAME = "metrics.sqlite"
 ROLLING_STEPS = 20  # tokens/s and ETA are averaged over this many latest steps
 FINAL_STATUSES = {"finished", "stopped_by_guard", "interrupted", "failed"}
 
@@ -59,13 +59,13 @@ class RunHistory:
 
 def check_experiment(path: Path) -> None:
     """Bad input fails here, before any screen is drawn."""
+    paths = ExperimentPaths(path)
     if not path.exists():
         raise TrainerError(f"{path}: no such experiment directory")
     if not path.is_dir():
-        raise TrainerError(f"{path}: not an experiment directory (it is a file; pass the directory holding {STORE_NAME})")
-    known = {"config.yaml", STORE_NAME}
-    if not any((path / name).exists() for name in known) and any(path.iterdir()):
-        raise TrainerError(f"{path}: not an experiment directory (no config.yaml or {STORE_NAME})")
+        raise TrainerError(f"{path}: not an experiment directory (it is a file; pass the directory holding {paths.store.name})")
+    if not (paths.config.exists() or paths.store.exists()) and any(path.iterdir()):
+        raise TrainerError(f"{path}: not an experiment directory (no {paths.config.name} or {paths.store.name})")
 
 
 class RunSource:
@@ -74,7 +74,7 @@ class RunSource:
 
     def __init__(self, experiment: Path):
         self.experiment = experiment
-        self.path = experiment / STORE_NAME
+        self.path = ExperimentPaths(experiment).store
         self.reader: StoreReader | None = None
         self.inode: tuple[int, int] | None = None
         self.history = RunHistory()
@@ -84,7 +84,7 @@ class RunSource:
             st = self.path.stat()
         except FileNotFoundError:
             self._reset()
-            self.history.waiting = f"no {STORE_NAME} in {self.experiment} yet (the trainer creates it after loading the model)"
+            self.history.waiting = f"no {self.path.name} in {self.experiment} yet (the trainer creates it after loading the model)"
             return self.history
         if self.reader is None or self.inode != (st.st_dev, st.st_ino):
             self._reset()
@@ -267,7 +267,8 @@ def run_live(source: RunSource, experiment: Path, refresh: float, stale_after: f
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer monitor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, help="the experiment directory (holds metrics.sqlite)")
+    store_name = ExperimentPaths(Path()).store.name
+    parser.add_argument("--experiment", required=True, help=f"the experiment directory (holds {store_name})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print one plain-text frame and exit")
     mode.add_argument("--json", action="store_true", help="print the current state as JSON and exit")

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS hardware (
     ts REAL PRIMARY KEY, cpu_percent REAL, ram_used_mb REAL, ram_total_mb REAL,
     gpu_util REAL, vram_used_mb REAL, vram_total_mb REAL, gpu_temp_c REAL);
 """
+# The run's curves, read by the trainer at the end of a run and by the readers after it.
+_LOSS_CURVE_SQL = "SELECT step, loss FROM steps ORDER BY step"
+_EVAL_CURVE_SQL = "SELECT step, val_loss FROM evals ORDER BY step"
 
 
 class MetricStore:
@@ -95,7 +98,8 @@ class MetricStore:
             status, stop_reason = "failed", f"{type(exc).__name__}: {exc}"
         self.set_meta(status=status, stop_reason=stop_reason, finished_at=time.time())
 
-    def log_step(self, step: int, epoch: float, loss: float, lr: float, grad_norm: float, tokens: int, tokens_per_s: float, wall_time: float) -> None:
+    def log_step(self, step: int, epoch: float, loss: float, lr: float, grad_norm: float, tokens: int, tokens_per_s: float,
+                 wall_time: float) -> None:
         self._write("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?)",
                     (step, epoch, loss, lr, grad_norm, tokens, tokens_per_s, wall_time, time.time()))
 
@@ -116,10 +120,10 @@ class MetricStore:
                 self.db.execute(f"DELETE FROM {table} WHERE step > ?", (step,))
 
     def loss_curve(self) -> list[tuple[int, float]]:
-        return [tuple(r) for r in self.db.execute("SELECT step, loss FROM steps ORDER BY step")]
+        return self.db.execute(_LOSS_CURVE_SQL).fetchall()
 
     def eval_curve(self) -> list[tuple[int, float]]:
-        return [tuple(r) for r in self.db.execute("SELECT step, val_loss FROM evals ORDER BY step")]
+        return self.db.execute(_EVAL_CURVE_SQL).fetchall()
 
     def close(self) -> None:
         self.db.close()
@@ -211,7 +215,7 @@ class StoreReader:
                 snap.steps = self.db.execute(
                     f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? ORDER BY step", (after_step,)).fetchall()
                 snap.last_step = self.db.execute("SELECT COALESCE(MAX(step), 0) FROM steps").fetchone()[0]
-                snap.evals = self.db.execute("SELECT step, val_loss FROM evals ORDER BY step").fetchall()
+                snap.evals = self.db.execute(_EVAL_CURVE_SQL).fetchall()
                 row = self.db.execute("SELECT step, input, target, generated, ts FROM samples ORDER BY step DESC LIMIT 1").fetchone()
                 snap.sample = dict(zip(("step", "input", "target", "generated", "ts"), row)) if row else None
                 row = self.db.execute(f"SELECT {', '.join(HARDWARE_COLUMNS)} FROM hardware ORDER BY ts DESC LIMIT 1").fetchone()
@@ -232,14 +236,14 @@ class StoreReader:
         try:
             self.db.execute("BEGIN")
             try:
-                loss = self.db.execute("SELECT step, loss FROM steps ORDER BY step").fetchall()
-                evals = self.db.execute("SELECT step, val_loss FROM evals ORDER BY step").fetchall()
+                loss = self.db.execute(_LOSS_CURVE_SQL).fetchall()
+                evals = self.db.execute(_EVAL_CURVE_SQL).fetchall()
                 peak = self.db.execute("SELECT MAX(vram_used_mb) FROM hardware").fetchone()[0]
             finally:
                 self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        return RunCurves([tuple(r) for r in loss], [tuple(r) for r in evals], peak)
+        return RunCurves(loss, evals, peak)
 
     def close(self) -> None:
         self.db.close()
@@ -265,3 +269,20 @@ def read_curves(path: Path) -> RunCurves:
         return reader.curves()
     finally:
         reader.close()
+
+
+def last_step(path: Path) -> int:
+    """The newest step in the store at `path`; 0 while it is missing, has no schema yet, or cannot be read.
+
+    For watchers of a run that may still be starting (benchmarks, tests, checks).
+    """
+    if not Path(path).exists():
+        return 0
+    try:
+        reader = StoreReader(path)
+        try:
+            return reader.read().last_step if reader.schema_version() else 0
+        finally:
+            reader.close()
+    except StoreError:
+        return 0

@@ -148,8 +148,8 @@ def hardware_panel(hw: dict[str, Any] | None) -> Panel:
 
 def sample_panel(sample: dict[str, Any] | None) -> Panel:
     if sample is None:
-        return Panel(Text("no sample yet (the trainer peeks every training.sample_steps steps; with 0, at an evaluation about once a minute)"),
-                     title="latest sample")
+        waiting = "no sample yet (the trainer peeks every training.sample_steps steps; with 0, at an evaluation about once a minute)"
+        return Panel(Text(waiting), title="latest sample")
     table = Table.grid(expand=True, padding=(0, 1))
     for name in ("input", "target", "generated"):
         table.add_column(name, ratio=1, overflow="ellipsis")
