@@ -191,7 +191,8 @@ def all_records(out: Path) -> dict[str, dict]:
     return records
 
 
-def test_pairs_and_metadata(registry, tmp_path, capsys):
+def test_pairs_and_metadata(registry, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 0)  # no crate held out: every record lands in a split
     report = build_corpus(registry, tmp_path / "out", crates="all")
     recs = all_records(tmp_path / "out")
 
@@ -203,6 +204,8 @@ def test_pairs_and_metadata(registry, tmp_path, capsys):
     assert (gcd["n_tests"], gcd["has_proptest"], gcd["self_contained"]) == (2, True, True)
     assert gcd["crate"] == "mathy" and gcd["crate_version"] == "0.2.0" and gcd["file"] == "src/lib.rs"
     assert gcd["id"] == "mathy/src/lib.rs::gcd#0"
+    assert gcd["crate_dir"] == str(registry / "mathy-0.2.0") and gcd["function_span"]["start_line"] == 4
+    assert gcd["in_crate_tests"].startswith("use super::*;\n\n#[test]\nfn gcd_basic()")
     assert gcd["cyclomatic_complexity"] == 2 and not gcd["has_generics"] and not gcd["is_async"]
 
     largest = recs["largest"]
@@ -235,7 +238,9 @@ def test_pairs_and_metadata(registry, tmp_path, capsys):
     assert not recs["shout_twice"]["metadata"]["self_contained"]  # calls shout, which its tests lack
 
     assert report["pairs"] == 9 and report["self_contained"] == sum(r["metadata"]["self_contained"] for r in recs.values())
-    assert report["crates"] == {"mathy": {"pairs": 7, "version": "0.2.0"}, "strs": {"pairs": 2, "version": "1.0.0"}}
+    assert report["crates"] == {"mathy": {"held_out": False, "pairs": 7, "version": "0.2.0"},
+                                "strs": {"held_out": False, "pairs": 2, "version": "1.0.0"}}
+    assert report["holdout_crates"] == [] and report["holdout_total"] == 0
 
 
 def test_broken_and_non_utf8_files_are_counted_not_fatal(registry, tmp_path, capsys):
@@ -246,49 +251,78 @@ def test_broken_and_non_utf8_files_are_counted_not_fatal(registry, tmp_path, cap
     assert "broken.rs (syntax_error)" in err and "latin1.rs (non_utf8)" in err
 
 
-def test_same_sources_give_byte_identical_files(registry, tmp_path):
-    build_corpus(registry, tmp_path / "a", crates="all")
-    build_corpus(registry, tmp_path / "b", crates="all")
+@pytest.mark.parametrize("seed", [0, 5])
+def test_same_sources_and_seed_give_byte_identical_files(registry, tmp_path, seed, monkeypatch):
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 1)  # one crate held out, one in the splits
+    build_corpus(registry, tmp_path / "a", crates="all", seed=seed)
+    build_corpus(registry, tmp_path / "b", crates="all", seed=seed)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["corpus_report.json", "holdout.jsonl", "test.jsonl", "train.jsonl", "validation.jsonl"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "holdout.jsonl").read_bytes() and (tmp_path / "a" / "train.jsonl").read_bytes()
 
 
-def test_holdout_is_disjoint_from_the_splits(registry, tmp_path, monkeypatch):
+def test_holdout_is_whole_crates_left_out_of_the_splits(registry, tmp_path, monkeypatch):
     monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 1)
     report = build_corpus(registry, tmp_path / "out", crates="all")
     out = tmp_path / "out"
     holdout = read_split(out, "holdout")
     split_recs = [r for name in ("train", "validation", "test") for r in read_split(out, name)]
 
-    assert 1 <= len(holdout) <= len(HOLDOUT_CATEGORIES)
-    assert {r["metadata"]["id"] for r in holdout}.isdisjoint(r["metadata"]["id"] for r in split_recs)
+    assert report["holdout_crates"] == ["mathy"]  # it alone has an async function: the rarest category asks first
+    assert {r["metadata"]["crate"] for r in holdout} == {"mathy"} and len(holdout) == len(HOLDOUT_CATEGORIES)
+    assert not {r["metadata"]["crate"] for r in split_recs} & set(report["holdout_crates"])
+    assert report["crates"]["mathy"]["held_out"] and not report["crates"]["strs"]["held_out"]
     for rec in holdout:
         assert rec["metadata"]["holdout_category"] in rec["metadata"]["categories"]
-    # No split record trains on a test that answers a holdout record.
-    held_tests = {line for r in holdout for line in r["output"].splitlines() if line.startswith("fn ")}
-    assert not any(line in held_tests for r in split_recs for line in r["output"].splitlines())
-    assert report["pairs"] == (sum(report["splits"].values()) + report["holdout_total"]
-                               + report["skipped_functions"]["shares_tests_with_holdout"])
+    assert [r["metadata"]["holdout_category"] for r in holdout] == list(HOLDOUT_CATEGORIES)  # interleaved
+    assert report["pairs"] == sum(report["splits"].values()) + report["holdout_total"] + report["held_out_not_in_holdout"]
     for name in ("train", "validation", "test"):
         assert all(split_of(r["metadata"]["id"], 0) == name for r in read_split(out, name))
 
 
-def test_holdout_prefers_self_contained_then_exclusive_tests(monkeypatch):
-    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 2)
+def fake_records(spec: dict[str, dict[str, int]]) -> list[dict]:
+    """Records of crates with so many functions per category: {"crate": {"async": 2}}."""
+    return [{"metadata": {"id": f"{crate}/src/lib.rs::{cat}{i}#0", "crate": crate, "categories": [cat], "self_contained": False}}
+            for crate, cats in spec.items() for cat, n in cats.items() for i in range(n)]
 
-    def rec(ident, self_contained, tests):
-        return {"metadata": {"id": ident, "categories": ["async"], "self_contained": self_contained}, "_tests": tests}
 
-    records = [rec(f"c/x.rs::f{i}#0", False, [f"t{i}"]) for i in range(20)]
-    records += [rec("c/x.rs::shared#0", False, ["s"]), rec("c/x.rs::other#0", False, ["s"])]
-    records.append(rec("c/x.rs::standalone#0", True, ["s"]))
-    chosen = select_holdout(records, seed=0)
-    ids = [r["metadata"]["id"] for r in chosen["async"]]
-    assert ids[0] == "c/x.rs::standalone#0"  # self-contained first, though its test is shared
-    assert ids[1].startswith("c/x.rs::f")  # then one whose tests no other record uses
-    assert chosen["generics_lifetimes"] == []
+def test_holdout_crates_fill_every_category_by_the_stated_rule(monkeypatch):
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 3)
+    spec = {f"c{i}": {HOLDOUT_CATEGORIES[i % 4]: 2, "std_like": 1} for i in range(12)} | {"big": {c: 9 for c in HOLDOUT_CATEGORIES}}
+    records = fake_records(spec)
+    for seed in range(6):
+        held, filled = select_holdout(records, seed)
+        assert select_holdout(records, seed) == (held, filled)  # deterministic
+        targets = splits.holdout_targets(records)
+        assert targets == dict.fromkeys(HOLDOUT_CATEGORIES, 3)
+        assert all(len(filled[c]) >= targets[c] for c in HOLDOUT_CATEGORIES)
+        assert {r["metadata"]["crate"] for rs in filled.values() for r in rs} <= set(held)
+        # The last crate taken was needed: without it some category falls short of its target.
+        before = splits.fill_holdout([r for r in records if r["metadata"]["crate"] in held[:-1]], seed)
+        assert any(len(before[c]) < targets[c] for c in HOLDOUT_CATEGORIES)
+        # The first crate is the first in the seeded ranking that has the rarest category (async asks first).
+        ranking = sorted(spec, key=lambda name: (splits._seeded_hash(seed, f"crate:{name}"), name))
+        assert held[0] == next(name for name in ranking if "async" in spec[name])
+    assert len({tuple(select_holdout(records, seed)[0]) for seed in range(6)}) > 1  # the seed changes the draw
+
+
+def test_holdout_targets_keep_half_of_a_rare_category_for_training(monkeypatch):
+    records = fake_records({"a": {"async": 3}, "b": {"async": 2, "std_like": 200}})
+    assert splits.holdout_targets(records) == {"async": 3, "generics_lifetimes": 0, "error_handling": 0, "std_like": 50}
+    held, filled = select_holdout(records, 0)
+    assert len(filled["async"]) >= 3 and len(filled["std_like"]) == 50
+    assert set(held) == {"a", "b"}  # b alone has 2 of the 3 async functions the target asks for
+
+
+def test_holdout_prefers_self_contained_then_takes_the_crates_in_turn(monkeypatch):
+    monkeypatch.setattr(splits, "HOLDOUT_PER_CATEGORY", 4)
+    records = fake_records({"big": {"async": 10}, "small": {"async": 2}})
+    records[3]["metadata"]["self_contained"] = True
+    chosen = splits.fill_holdout(records, seed=0)["async"]
+    assert chosen[0] is records[3]
+    assert [r["metadata"]["crate"] for r in chosen].count("small") == 2  # one big crate does not fill it alone
 
 
 def test_crate_list_restricts_and_reports_missing(registry, tmp_path):
@@ -350,7 +384,10 @@ def test_real_registry_with_shipped_crate_list(tmp_path):
     report = build_corpus(REGISTRY, tmp_path / "out")
     assert report["missing_crates"] == [], "every crate of trainer/corpus/crates.txt should be installed"
     assert report["splits"]["train"] >= 3000 and report["splits"]["validation"] >= 300
-    assert all(n == splits.HOLDOUT_PER_CATEGORY for n in report["holdout"].values()), report["holdout"]
+    assert all(report["holdout"][c] >= report["holdout_targets"][c] > 0 for c in HOLDOUT_CATEGORIES), report["holdout"]
+    held = set(report["holdout_crates"])
+    assert held and not any(r["metadata"]["crate"] in held for name in ("train", "validation", "test")
+                            for r in read_split(tmp_path / "out", name))
     assert report["self_contained"] >= 10 and report["with_proptest"] >= 1
     assert all(v["pairs"] > 0 for v in report["crates"].values()), "listed crates should yield pairs"
     first = read_split(tmp_path / "out", "train")[0]

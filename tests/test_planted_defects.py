@@ -37,9 +37,9 @@ def lora_misses_mlp(mp):
 
 
 def nf4_small_blocks(mp):
-    import falsify.checks.shapes as shapes
+    import bitsandbytes.functional as bnb_functional
 
-    _wrap(mp, shapes, "nf4_bytes", lambda f: lambda n, blocksize=64: f(n, blocksize=8))
+    _wrap(mp, bnb_functional, "quantize_4bit", lambda f: lambda A, *a, **k: f(A, *a, **{**k, "blocksize": 32}))
 
 
 def quantization_skips_linears(mp):
@@ -165,7 +165,7 @@ def masked_batch_counts_one(mp):
     _wrap(mp, loop, "count_label_tokens", lambda f: lambda batch: max(1, f(batch)))
 
 
-def eval_reads_train_buffer(mp):
+def eval_reads_scaled_train_buffer(mp, divisor: float):
     import trainer.train as loop
 
     last = {}
@@ -175,9 +175,17 @@ def eval_reads_train_buffer(mp):
             if torch.is_grad_enabled():
                 last["loss"] = f(model, batch, device)
                 return last["loss"]
-            return last["loss"].detach() / 1500 if last else f(model, batch, device)
+            return last["loss"].detach() / divisor if last else f(model, batch, device)
         return forward
     _wrap(mp, loop, "forward_loss_sum", make)
+
+
+def eval_reads_train_buffer(mp, divisor: float = 1500.0):  # the seeds' bug: eval 1500x below training
+    eval_reads_scaled_train_buffer(mp, divisor)
+
+
+def eval_buffer_ten_percent_low(mp):  # the same bug at the boundary: 10% low, twice the check's 5% threshold
+    eval_reads_scaled_train_buffer(mp, 1.1)
 
 
 def dropout_left_on(mp):
@@ -349,22 +357,21 @@ def other_ranks_rng_not_restored(mp):
     """)
 
 
-def base_unquantized(mp):
+def quantization_dropped(mp):
     import trainer.models as models
 
-    _wrap(mp, models, "load_pretrained", lambda load: lambda path, **kw: load(path, dtype=torch.float32, device_map={"": 0}))
+    mp.setattr(models, "quantization_config", lambda device: None)  # the QLoRA base loads unquantized, in the checkpoint's fp32
 
 
-def loss_in_bf16(mp):
+def loss_scale_left_on(mp):
     import trainer.train as loop
 
-    _wrap(mp, loop, "token_loss_sum", lambda f: lambda logits, labels: f(logits.to(torch.float16).to(torch.bfloat16) * 1.1, labels))
-
-
-def cuda_run_on_cpu(mp):
-    import trainer.runtime as runtime
-
-    mp.setattr(runtime, "resolve_device", lambda requested: (torch.device("cpu"), None))
+    def make(forward):
+        def scaled(self, labels, **inputs):  # the path Qwen2 takes (LabelLoss), under mixed precision only
+            loss = forward(self, labels, **inputs)
+            return loss * 2.0**16 if torch.is_autocast_enabled(labels.device.type) else loss
+        return scaled
+    _wrap(mp, loop.LabelLoss, "forward", make)
 
 
 def synchronize_every_layer(mp):
@@ -378,12 +385,12 @@ def synchronize_every_layer(mp):
     _wrap(mp, loop, "forward_loss_sum", make)
 
 
-GPU_CASES = [
-    ("vram_ceiling", {}, "QLoRA base loaded unquantized in fp32", base_unquantized),
-    ("cuda_cpu_forward_parity", {}, "loss computed on scaled low-precision logits", loss_in_bf16),
-    ("cuda_cpu_loss_curve_parity", {"steps": 4}, "loss scaled on the CUDA path", loss_in_bf16),
-    ("throughput_floor", {"steps": 2}, "a 2-second stall per step", synchronize_every_layer),
-]
+# The tier-3 checks on their CPU stand-ins (device="cpu"; see falsify/checks/gpu.py): the tiny preset, small batches.
+# The VRAM limit sits between the tiny NF4 step (about 5 MiB held) and the same step unquantized (about 14 MiB).
+CPU_VRAM = dict(preset="tiny", batch_size=2, seq_len=32, max_gb=0.01, device="cpu")
+CPU_THROUGHPUT = dict(preset="tiny", batch_size=2, seq_len=32, steps=2, min_tokens_per_s=40.0, device="cpu")  # the stall caps it at 32
+CPU_PARITY = {"device": "cpu"}
+LOSS_SCALED = "a loss scale (2**16) left on the mixed-precision path's loss"
 
 ROW_MASK_KEPT = "packed rows keep the plain 2D mask (no attention or position reset)"
 
@@ -394,8 +401,8 @@ CASES = [
     ("parameter_count", dict(preset="qwen2.5-0.5b", expected_total=494032768, lora_rank=16, expected_trainable=8798208,
                              fraction_min=0.0175, fraction_max=0.018), "LoRA targets only attention (4 of 7 projections)",
      lora_misses_mlp, False),
-    ("qlora_storage_reduction", dict(preset="qwen2.5-0.5b"), "NF4 stored with 8-value blocks (4x absmax overhead)",
-     nf4_small_blocks, False),
+    ("qlora_storage_reduction", dict(preset="qwen2.5-0.5b"), "bitsandbytes quantizes in 32-value blocks (2x absmax overhead)",
+     nf4_small_blocks, True),
     ("qlora_storage_reduction", dict(preset="tiny"), "quantization config skips every linear layer", quantization_skips_linears, True),
     ("causal_masking", {}, "bidirectional attention (no causal mask)", bidirectional_attention, False),
     ("rmsnorm_properties", {"max_examples": 10}, "RMSNorm divides by mean |x| instead of RMS", rmsnorm_wrong_statistic, False),
@@ -411,7 +418,8 @@ CASES = [
     ("label_masking", {"pad_equals_eos": True}, "labels = input_ids masked where == pad (classic shortcut)",
      labels_from_pad_shortcut, False),
     ("all_masked_batch_is_error", {}, "an all-masked window counted as one label token", masked_batch_counts_one, False),
-    ("eval_not_polluted", {}, "eval reads the training step's loss buffer", eval_reads_train_buffer, False),
+    ("eval_not_polluted", {}, "eval reads the training step's loss buffer (1500x low)", eval_reads_train_buffer, False),
+    ("eval_not_polluted", {}, "eval reads the training step's loss buffer, 10% low", eval_buffer_ten_percent_low, False),
     ("eval_deterministic", {}, "dropout left on in eval (eval() is a no-op)", dropout_left_on, False),
     ("no_silent_random_init", {}, "loader falls back to random init", loader_falls_back_to_random, False),
     ("no_silent_cpu_fallback", {}, "a 'cuda' run quietly uses the CPU", cuda_quietly_cpu, False),
@@ -431,7 +439,13 @@ CASES = [
     ("packing_no_cross_attention", {}, ROW_MASK_KEPT, packing_keeps_row_mask, False),
     ("ddp_equals_single_process", {}, "every rank trains on rank 0's shard", ranks_share_one_shard, True),
     ("ddp_resume_exact", {}, "resume restores the RNG of rank 0 only", other_ranks_rng_not_restored, True),
+    ("vram_ceiling", CPU_VRAM, "QLoRA base loaded unquantized (quantization config dropped)", quantization_dropped, True),
+    ("cuda_cpu_forward_parity", CPU_PARITY, LOSS_SCALED, loss_scale_left_on, False),
+    ("cuda_cpu_loss_curve_parity", {**CPU_PARITY, "steps": 4}, LOSS_SCALED, loss_scale_left_on, True),
+    ("throughput_floor", CPU_THROUGHPUT, "a 2-second stall per step", synchronize_every_layer, True),
 ]
+CPU_STAND_INS = [("vram_ceiling", CPU_VRAM), ("cuda_cpu_forward_parity", CPU_PARITY),
+                 ("cuda_cpu_loss_curve_parity", {**CPU_PARITY, "steps": 4})]
 
 
 def _case_id(case) -> str:
@@ -453,17 +467,16 @@ def test_planted_defect_is_caught(case, monkeypatch):
     runs.cached_run.cache_clear()
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", GPU_CASES, ids=[f"{c[0]}:{c[2]}" for c in GPU_CASES])
-def test_planted_gpu_defect_is_caught(case, monkeypatch):
-    if not torch.cuda.is_available():
-        pytest.skip("requires CUDA: the GPU checks' planted defects can only run on a GPU")
-    name, params, _defect, plant = case
-    plant(monkeypatch)
-    assert CHECKS[name](**params).passed is False
+@pytest.mark.slow
+@pytest.mark.parametrize("name, params", CPU_STAND_INS, ids=[c[0] for c in CPU_STAND_INS])
+def test_cpu_stand_in_passes_without_the_defect(name, params):
+    """A stand-in that failed anyway would prove nothing: unplanted, it passes (throughput is left out: a timing)."""
+    fixtures.clear_caches()
+    verdict = CHECKS[name](**params)
+    assert verdict.passed is True, f"{name} on its CPU stand-in fails with no defect planted: {verdict.message}"
 
 
 def test_every_check_has_a_planted_defect():
-    covered = {c[0] for c in CASES} | {c[0] for c in GPU_CASES}
+    covered = {c[0] for c in CASES}
     missing = sorted(set(CHECKS) - covered)
     assert not missing, f"checks without a planted-defect case: {missing}"

@@ -375,8 +375,8 @@ FAKE_EVALUATOR = textwrap.dedent("""
     passing = sum("assert" in r["generated_tests"] for r in rows)
     rate = passing / len(rows)
     cats = {c: 0 for c in ("has_generics", "has_lifetimes", "is_async", "has_unsafe", "uses_macros")}
-    summary = {k: rate for k in ("compile_rate", "pass_rate", "mutation_score", "line_coverage_delta",
-               "branch_coverage_delta", "bleu4", "codebleu", "parse_rate", "clippy_clean_rate", "link_rate",
+    summary = {k: rate for k in ("compile_rate", "pass_rate", "mutation_score", "line_coverage_gain",
+               "branch_coverage_gain", "bleu4", "codebleu", "parse_rate", "clippy_clean_rate", "link_rate",
                "descriptive_name_rate", "comment_rate", "proptest_strategy_rate")}
     summary.update(n=len(rows), trivial_assertion_rate=1 - rate, category_counts=cats, category_pass_counts=cats,
                    seconds_median=0.1, no_assertion_rate=1 - rate, function_result_assertion_rate=rate, edge_case_rate=rate)

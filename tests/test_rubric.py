@@ -15,8 +15,8 @@ CATS = ("has_generics", "has_lifetimes", "is_async", "has_unsafe", "uses_macros"
 
 def good_summary(**overrides) -> dict:
     """An evaluator summary that meets every threshold."""
-    s = {"n": 40, "compile_rate": 0.95, "pass_rate": 0.9, "mutation_score": 0.8, "line_coverage_delta": 0.2,
-         "branch_coverage_delta": 0.1, "bleu4": 0.3, "codebleu": 0.4, "trivial_assertion_rate": 0.0,
+    s = {"n": 40, "compile_rate": 0.95, "pass_rate": 0.9, "mutation_score": 0.8, "line_coverage_gain": 0.2,
+         "branch_coverage_gain": 0.1, "bleu4": 0.3, "codebleu": 0.4, "trivial_assertion_rate": 0.0,
          "parse_rate": 1.0, "clippy_clean_rate": 0.9, "link_rate": 0.95, "descriptive_name_rate": 0.9,
          "comment_rate": 0.6, "proptest_strategy_rate": 0.9, "category_counts": {c: 4 for c in CATS},
          "category_pass_counts": {c: 4 for c in CATS}, "seconds_median": 2.0, "no_assertion_rate": 0.0,
@@ -87,7 +87,7 @@ def test_grades(total, letter):
     ("pass_rate", 0.84, "x1_pass_original"), ("mutation_score", 0.69, "x2_fail_mutants"),
     ("no_assertion_rate", 0.06, "x3_assertions_meaningful"), ("function_result_assertion_rate", 0.79, "x3_assertions_meaningful"),
     ("trivial_assertion_rate", 0.06, "x4_no_tautologies"),
-    ("branch_coverage_delta", 0.049, "v1_branch_coverage_delta"), ("line_coverage_delta", 0.09, "v2_line_coverage_delta"),
+    ("branch_coverage_gain", 0.049, "v1_branch_coverage_gain"), ("line_coverage_gain", 0.09, "v2_line_coverage_gain"),
     ("edge_case_rate", 0.49, "v3_edge_cases_present"), ("descriptive_name_rate", 0.79, "d1_test_names"),
     ("comment_rate", 0.49, "d2_comments"), ("proptest_strategy_rate", 0.49, "d3_proptest_strategy_names"),
 ])

@@ -145,3 +145,79 @@ def test_nan_loss_exits_3_with_step(capsys, config_file, tmp_path):
                          "--set", "training.learning_rate=1.0e+30", "--set", "training.gradient_clipping=null")
     assert code == 3, line
     assert "stopped by guard at step" in line and "non-finite" in line
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_nan_validation_loss_stops_with_one_line_exit_3_and_keeps_the_last_checkpoint(capsys, config_file, tmp_path, monkeypatch):
+    import math
+
+    import trainer.train as loop
+
+    calls, real = {"n": 0}, loop.evaluate
+
+    def nan_after_step_0(model, batches, device):  # the validation loss goes NaN at the first evaluation after step 0
+        calls["n"] += 1
+        return real(model, batches, device) if calls["n"] == 1 else math.nan
+    monkeypatch.setattr(loop, "evaluate", nan_after_step_0)
+    out = tmp_path / "nan-val"
+    code, line = run_cli(capsys, "train", "--config", config_file, "--output", out, "--set", "training.save_steps=1",
+                         "--set", "training.eval_steps=2")
+    assert code == 3, line
+    assert line == ("error: training stopped by guard at step 2: non-finite validation loss (nan); "
+                    "the last good checkpoint was kept")
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-1"]
+    metrics = _metrics(out)
+    assert metrics["status"] == "stopped_by_guard" and "validation loss" in metrics["stop_reason"] and metrics["steps"] == 2
+
+
+def _loss_jumps_at(monkeypatch, step: int, factor: float) -> None:
+    import trainer.train as loop
+
+    real = loop.train_step
+
+    def jumping(*args, **kwargs):
+        loss, grad_norm = real(*args, **kwargs)
+        return (loss * factor if args[6] >= step else loss), grad_norm  # args[6]: the step number
+    monkeypatch.setattr(loop, "train_step", jumping)
+
+
+@pytest.mark.slow
+def test_divergence_is_recorded_and_the_run_finishes_when_not_configured_to_stop(capsys, config_file, tmp_path, monkeypatch):
+    _loss_jumps_at(monkeypatch, 3, 10.0)
+    out = tmp_path / "diverging"
+    code = main(["train", "--config", str(config_file), "--output", str(out), "--set", "training.divergence_window=2",
+                 "--set", "training.divergence_factor=3"])
+    assert code == 0
+    assert "training loss diverging from step 3" in capsys.readouterr().out
+    found = _metrics(out)["divergence"]
+    assert found["step"] == 3 and found["window"] == 2 and found["factor"] == 3.0 and found["window_mean"] > 3 * found["lowest_window_mean"]
+    assert _metrics(out)["status"] == "finished"
+    assert _metrics(out)["peak_vram_mb"] is None and _metrics(out)["precision"] == "auto"  # VRAM is a CUDA allocator reading
+
+
+@pytest.mark.slow
+def test_divergence_ends_the_run_when_configured(capsys, config_file, tmp_path, monkeypatch):
+    _loss_jumps_at(monkeypatch, 3, 10.0)
+    out = tmp_path / "stopped"
+    code, line = run_cli(capsys, "train", "--config", config_file, "--output", out, "--set", "training.divergence_window=2",
+                         "--set", "training.divergence_factor=3", "--set", "training.stop_on_divergence=true",
+                         "--set", "training.save_steps=1")
+    assert code == 3, line
+    assert line.startswith("error: training stopped by guard at step 3: diverging loss (mean of the last 2 steps")
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-1", "step-2"]  # step 3 is not checkpointed
+    metrics = _metrics(out)
+    assert metrics["status"] == "stopped_by_guard" and "diverging" in metrics["stop_reason"] and metrics["divergence"]["step"] == 3
+
+
+def test_divergence_watch_needs_a_full_window_and_a_rise_beyond_the_factor():
+    from trainer.guards import DivergenceWatch
+
+    watch = DivergenceWatch(factor=2.0, window=3)
+    assert [watch.observe(s, loss) for s, loss in enumerate([4.0, 3.0, 2.0, 1.0, 1.0, 1.5, 2.5], 1)] == [None] * 7  # 1.67 <= 2 x 1.17
+    assert watch.observe(8, 6.0)["step"] == 8  # mean (1.5 + 2.5 + 6) / 3 = 3.33 > 2 x 1.17
+    assert watch.observe(9, 9.0) is None and watch.found["step"] == 8  # the first finding is the one kept
+    assert all(DivergenceWatch(None, 2).observe(s, 10.0 ** s) is None for s in range(5))  # factor null: off

@@ -32,8 +32,10 @@ def _train(args: argparse.Namespace) -> int:
         output = output or Path("experiments") / config.name
     metrics = train(config, output, resume=args.resume, overwrite=args.overwrite)
     print(f"experiment: {output}")
-    print(f"validation loss: step 0 {metrics['initial_val_loss']:.4f} -> final {metrics['final_val_loss']:.4f} "
-          f"(best {metrics['best_val_loss']:.4f} at step {metrics['best_step']})")
+    best = f"best {_loss(metrics['best_val_loss'])} at step {metrics['best_step']}" if metrics["best_step"] else "no step improved on it"
+    print(f"validation loss: step 0 {_loss(metrics['initial_val_loss'])} -> final {_loss(metrics['final_val_loss'])} ({best})")
+    if metrics.get("divergence"):
+        print(f"warning: training loss diverging from step {metrics['divergence']['step']} (recorded in metrics.json)")
     if metrics["converged"] is None:
         print("converged: not claimed (no training.target_val_loss stated)")
     else:
@@ -41,10 +43,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss(value: float | None) -> str:
+    """A loss for the summary line; a run can end without one (no evaluation yet)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _generate(args: argparse.Namespace) -> int:
     from trainer.generate import generate_file
 
-    summary = generate_file(Path(args.experiment), Path(args.input), Path(args.out), checkpoint=args.checkpoint, limit=args.limit)
+    summary = generate_file(Path(args.experiment), Path(args.input), Path(args.out), checkpoint=args.checkpoint, limit=args.limit,
+                            context=args.context)
     rate = summary["tokens_per_s"]
     print(f"wrote {summary['functions']} samples to {args.out}; {summary['new_tokens']} tokens, "
           f"{rate:.1f} tok/s" if rate else f"wrote {summary['functions']} samples to {args.out}")
@@ -82,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default="best", help="best | last | step-N")
     p.add_argument("--limit", type=int, default=None, help="only the first N functions")
+    p.add_argument("--context", action="store_true",
+                   help="show the model the crate context a corpus record carries (its file's use lines, the types it names)")
     p.set_defaults(func=_generate)
 
     sub.add_parser("corpus", help="corpus build --source DIR --out DIR", add_help=False)

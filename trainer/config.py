@@ -18,11 +18,13 @@ from trainer.errors import TrainerError
 from trainer.files import write_atomic
 from trainer.typed_yaml import build as _build
 from trainer.typed_yaml import compose_with_lines as _compose_with_lines
+from trainer.typed_yaml import load_scalar
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "qlora", "full", "pretrain")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -72,6 +74,10 @@ class TrainingConfig:
     target_val_loss: float | None = None  # "converged" is only ever claimed against this
     log_steps: int = 1
     sample_steps: int = 0  # >0: every N steps, generate a short sample for the monitor
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (autocast on any device)
+    divergence_factor: float | None = 2.0  # window mean of the training loss above factor x its lowest: diverging (null: off)
+    divergence_window: int = 10  # optimizer steps in that window
+    stop_on_divergence: bool = False  # true: divergence ends the run (exit 3); false: it is recorded only
 
 
 @dataclass
@@ -116,7 +122,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise TrainerError(f"--set expects key=value, got '{item}'")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = load_scalar(raw) if raw != "" else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -161,7 +167,12 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise bad("training.mode", " | ".join(MODES), t.mode)
     if t.device not in DEVICES:
         raise bad("training.device", " | ".join(DEVICES), t.device)
-    for key in ("batch_size", "gradient_accumulation_steps", "epochs", "save_steps", "eval_steps", "max_checkpoints", "log_steps"):
+    if t.precision not in PRECISIONS:
+        raise bad("training.precision", " | ".join(PRECISIONS), t.precision)
+    if t.divergence_factor is not None and not t.divergence_factor > 1:
+        raise bad("training.divergence_factor", "a number > 1 or null", t.divergence_factor)
+    for key in ("batch_size", "gradient_accumulation_steps", "epochs", "save_steps", "eval_steps", "max_checkpoints", "log_steps",
+                "divergence_window"):
         if getattr(t, key) < 1:
             raise bad(f"training.{key}", "an integer >= 1", getattr(t, key))
     if t.max_steps is not None and t.max_steps < 1:

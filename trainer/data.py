@@ -23,11 +23,17 @@ SYSTEM_PROMPT = (
 )
 
 
-def render_prompt(function_code: str) -> str:
-    """ChatML up to and including the assistant header; the model writes from here."""
+def render_prompt(function_code: str, context: str = "") -> str:
+    """ChatML up to and including the assistant header; the model writes from here.
+
+    `context`: what the function needs from its crate (the corpus's `crate_context`: its
+    `use` lines, the definitions of its types), shown after it; without it the prompt is
+    exactly the one training used.
+    """
+    shown = f"\nFrom its crate (in scope at the function):\n```rust\n{context}\n```" if context else ""
     return (
         f"{IM_START}system\n{SYSTEM_PROMPT}{IM_END}\n"
-        f"{IM_START}user\nGenerate tests for this function:\n```rust\n{function_code}\n```{IM_END}\n"
+        f"{IM_START}user\nGenerate tests for this function:\n```rust\n{function_code}\n```{shown}{IM_END}\n"
         f"{IM_START}assistant\n"
     )
 

@@ -1,6 +1,8 @@
 """Generation: load an experiment's model + adapter and write tests for each function.
 
-Output records follow the samples schema of `falsify.evaluate` and carry their
+Output records follow the samples schema of `falsify.evaluate`: in-crate (with `crate`,
+and `function_code` verbatim from the crate file) for corpus records that say where their
+function is, standalone for the rest. They carry their
 provenance (model and adapter sha256, generation settings, tokens/s) so a scorecard can
 trace every generated test back to the weights that wrote it.
 """
@@ -17,6 +19,7 @@ import torch
 
 from trainer import checkpoint as ckpt
 from trainer.config import GenerationConfig, load_config
+from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports
 from trainer.data import IM_END, render_prompt
 from trainer.errors import TrainerError
 from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir
@@ -69,9 +72,17 @@ def load_experiment(experiment: Path, checkpoint: str = "best", device: str | No
 
 
 @torch.no_grad()
-def generate_one(model, tokenizer, function_code: str, gen: GenerationConfig, device: torch.device) -> tuple[str, int, float]:
-    """Greedy (temperature 0) or sampled completion that stops at <|im_end|>; (text, new tokens, seconds)."""
-    ids = tokenizer.encode(render_prompt(function_code), add_special_tokens=False, return_tensors="pt").to(device)
+def generate_one(model, tokenizer, function_code: str, gen: GenerationConfig, device: torch.device,
+                 context: str = "") -> tuple[str, int, float]:
+    """Greedy (temperature 0) or sampled completion that stops at <|im_end|>; (text, new tokens, seconds).
+
+    `context` (crate context for the prompt) is left out when the prompt with it and
+    `gen.max_new_tokens` would not fit the model's context length.
+    """
+    ids = tokenizer.encode(render_prompt(function_code, context), add_special_tokens=False, return_tensors="pt").to(device)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if context and isinstance(limit, int) and ids.shape[1] + gen.max_new_tokens > limit:
+        ids = tokenizer.encode(render_prompt(function_code), add_special_tokens=False, return_tensors="pt").to(device)
     end = tokenizer.convert_tokens_to_ids(IM_END)
     sampling = gen.temperature > 0
     started = time.perf_counter()
@@ -95,7 +106,11 @@ def sample_for_monitor(model, tokenizer, record: dict, device: torch.device) -> 
 
 
 def read_functions(path: Path) -> list[dict]:
-    """Accept corpus records ({"input", "output"}) or samples ({"id", "function_code"})."""
+    """Accept corpus records ({"input", "output"}) or samples ({"id", "function_code"}).
+
+    A row's `prompt_code` is what the model is shown (a record's `input`); a corpus record
+    that says where its function is becomes an in-crate sample (`in_crate_sample`).
+    """
     if not path.is_file():
         raise TrainerError(f"input file not found: {path}")
     rows = []
@@ -107,12 +122,18 @@ def read_functions(path: Path) -> list[dict]:
         if not isinstance(code, str):
             raise item.error(path, "needs a string 'function_code' (or 'input')")
         meta = rec.get("metadata") or {}
-        rows.append({
+        row = {
             "id": str(rec.get("id") or meta.get("id") or f"{path.stem}-{item.line}"),
+            "prompt_code": code,
             "function_code": code,
             "reference_tests": rec.get("reference_tests", rec.get("output")),
             "metadata": meta,
-        })
+        }
+        if isinstance(rec.get("crate"), dict):
+            row["crate"] = rec["crate"]  # a sample that is in-crate already
+        elif "function_code" not in rec and has_location(meta):
+            row.update(in_crate_sample(meta, code))
+        rows.append(row)
     return rows
 
 
@@ -127,8 +148,12 @@ def generation_summary_path(out_path: Path) -> Path:
 
 
 def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpoint: str = "best",
-                  limit: int | None = None, gen: GenerationConfig | None = None) -> dict:
-    """Write one samples-schema record per function; returns a summary with tokens/s and latency."""
+                  limit: int | None = None, gen: GenerationConfig | None = None, context: bool = False) -> dict:
+    """Write one samples-schema record per function; returns a summary with tokens/s and latency.
+
+    `context`: show each function's crate context (corpus `crate_context`) in the prompt.
+    Off by default: training prompts have none.
+    """
     model, tokenizer, cfg, provenance, device = load_experiment(experiment, checkpoint)
     gen = gen or cfg.generation
     if gen.temperature > 0:
@@ -140,10 +165,11 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("w", encoding="utf-8") as fh:  # streamed, so a watcher can count the rows done
         for i, row in enumerate(rows, 1):
-            text, n, seconds = generate_one(model, tokenizer, row["function_code"], gen, device)
+            shown = row["metadata"].get("crate_context", "") if context else ""
+            text, n, seconds = generate_one(model, tokenizer, row.pop("prompt_code"), gen, device, shown if isinstance(shown, str) else "")
             total_tokens, total_seconds = total_tokens + n, total_seconds + seconds
             latencies.append(seconds)
-            row["generated_tests"] = text
+            row["generated_tests"] = with_test_imports(text) if "crate" in row else text
             row["metadata"] = {**row["metadata"], "generation": {**provenance, **asdict(gen), "new_tokens": n,
                                                                   "seconds": seconds, "tokens_per_s": n / seconds if seconds else None}}
             fh.write(json.dumps(row, sort_keys=True) + "\n")
@@ -155,7 +181,7 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
         "functions": len(rows), "new_tokens": total_tokens, "seconds": total_seconds,
         "tokens_per_s": total_tokens / total_seconds if total_seconds else None,
         "median_seconds_per_function": latencies[len(latencies) // 2] if latencies else None,
-        **provenance, "generation": asdict(gen),
+        **provenance, "generation": asdict(gen), "prompt_context": context,
     }
     write_json_atomic(generation_summary_path(out_path), summary)
     return summary

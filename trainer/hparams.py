@@ -58,7 +58,7 @@ def diagnose(cfg: Config, *, token_lengths: list[int] | None = None, class_count
             f"data.max_seq_len={cfg.data.max_seq_len}, 2 x p99 token length = {limit} (longer only pads)")
     add("C-HP-006", t.gradient_clipping is not None and t.gradient_clipping > 0,
         f"training.gradient_clipping={t.gradient_clipping}")
-    if class_counts:
+    if class_counts:  # train() has none to pass: its records are generation pairs, not classes (a classification pipeline would)
         ratio = max(class_counts.values()) / max(1, min(class_counts.values()))
         add("C-HP-008", ratio <= 5 or t.epochs >= 2, f"class imbalance {ratio:.1f}:1 with epochs={t.epochs}")
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -66,8 +67,46 @@ def assert_on_device(model: torch.nn.Module, device: torch.device) -> None:
         raise TrainerError(f"model parameters are on {sorted(wrong)} but training.device resolved to {device.type}")
 
 
+_precision = "auto"  # training.precision of the run in progress (set by trainer.train.setup)
+
+
+def set_precision(precision: str) -> None:
+    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, or `bf16` (autocast on any device: the CPU stand-in for CUDA's path)."""
+    global _precision
+    _precision = precision
+
+
+@contextlib.contextmanager
+def precision(name: str):
+    """`set_precision` for a block, restored after: how checks compute one forward in another precision."""
+    before = _precision
+    set_precision(name)
+    try:
+        yield
+    finally:
+        set_precision(before)
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there)."""
+    """bf16 autocast where the precision asks for it (`auto`: on CUDA only); a no-op context otherwise (fp32)."""
+    if _precision == "bf16" or (_precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def reset_peak_vram(device: torch.device) -> None:
+    """Start a new peak for `peak_vram_mb` (a no-op off CUDA)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_vram_mb(device: torch.device) -> float | None:
+    """VRAM as this project defines it, in the VRAM falsifier and the rubric alike: the peak bytes torch's CUDA caching
+    allocator reserved in this process since `reset_peak_vram` (torch.cuda.max_memory_reserved), in MiB (2**20 bytes).
+
+    Reserved, not allocated: what the process takes from the card, fragmentation included; the CUDA context and other
+    processes are not counted (NVML's device-wide "used" counts both, so it is telemetry, not this measure). None off CUDA.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_reserved(device) / 2**20

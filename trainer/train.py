@@ -31,11 +31,22 @@ from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, resolve_config, setup_logging, write_lock
 from trainer.files import write_json_atomic
 from trainer.generate import sample_for_monitor
+from trainer.guards import DivergenceStop, DivergenceWatch
 from trainer.hparams import RULES, diagnose
 from trainer.models import BaseModel, load_for_training, prepare_base
 from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
-from trainer.runtime import assert_on_device, autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from trainer.runtime import (
+    assert_on_device,
+    autocast,
+    peak_vram_mb,
+    reset_peak_vram,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_precision,
+    set_rng_state,
+)
 
 log = logging.getLogger("trainer")
 
@@ -210,6 +221,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     store: MetricStore
+    divergence: DivergenceWatch
     state: TrainingState = field(default_factory=TrainingState)
 
 
@@ -225,6 +237,8 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     device, device_warning = resolve_device(t.device)
     device = distributed.setup(env, device)
     seed_everything(t.seed, device)
+    set_precision(t.precision)
+    reset_peak_vram(device)
     log.info("experiment %s: mode=%s device=%s seed=%d", paths.root, t.mode, device, t.seed)
 
     train_records = load_jsonl(cfg.data.train, cfg.data.max_train_samples)
@@ -236,7 +250,8 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     optimizer, scheduler = build_optimizer(model, t, total_steps)
     store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
     ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
-    run = TrainingRun(cfg, paths, env, device, device_warning, base, model, ddp_model, data, total_steps, optimizer, scheduler, store)
+    run = TrainingRun(cfg, paths, env, device, device_warning, base, model, ddp_model, data, total_steps, optimizer, scheduler, store,
+                      DivergenceWatch(t.divergence_factor, t.divergence_window))
 
     removed = ckpt.clean_partial(paths) if env.is_main else []
     if removed:
@@ -246,10 +261,8 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     store.set_meta(run_name=cfg.name, total_steps=total_steps, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
                    model=base.description, mode=t.mode, device=str(device), random_init=base.random_init,
                    status="running", started_at=time.time(), pid=os.getpid())
-    if run.state.initial_val_loss is None:
-        run.state.initial_val_loss = evaluate(model, data.val_batches, device)
-        store.log_eval(0, run.state.initial_val_loss)
-        log.info("step 0: validation loss %.4f", run.state.initial_val_loss)
+    for step, loss in distributed.gather_objects(store.loss_curve(), env)[0]:  # resumed: the guard sees rank 0's steps, on every rank
+        run.divergence.observe(step, loss)
     return run
 
 
@@ -323,6 +336,8 @@ def train(cfg: Config | None, output: Path, *, resume: bool = False, overwrite: 
     t, state, store = run.cfg.training, run.state, run.store
     status, stop_reason, guard, step_rates = "finished", None, None, []
     try:
+        if state.initial_val_loss is None:
+            state.initial_val_loss = validation_loss(run)
         run.model.train()
         while state.step < run.total_steps:
             started = time.perf_counter()
@@ -335,18 +350,17 @@ def train(cfg: Config | None, output: Path, *, resume: bool = False, overwrite: 
             state.tokens_seen, state.elapsed = state.tokens_seen + tokens, state.elapsed + seconds
             step_rates.append(tokens / seconds)
             report_step(run, loss, grad_norm, tokens, seconds)
+            watch_divergence(run, loss)
 
             last, improved = state.step == run.total_steps, False
             if state.step % t.eval_steps == 0 or last:
-                val = evaluate(run.model, run.data.val_batches, run.device)
-                store.log_eval(state.step, val)
-                log.info("step %d: validation loss %.4f", state.step, val)
+                val = validation_loss(run)
                 improved = val < state.best_val_loss
                 if improved:
                     state.best_val_loss, state.best_step = val, state.step
             if state.step % t.save_steps == 0 or last or improved:  # the same decision on every rank
                 save_checkpoint(run, improved)
-    except AndonStop as stop:  # the guards: a non-finite loss or gradient norm
+    except AndonStop as stop:  # the guards: a non-finite loss, gradient norm or validation loss; divergence when configured
         status, stop_reason, guard = "stopped_by_guard", str(stop), stop
         log.error("%s", stop)
     except KeyboardInterrupt as stop:
@@ -354,11 +368,33 @@ def train(cfg: Config | None, output: Path, *, resume: bool = False, overwrite: 
         log.error("interrupted at step %d; the last complete checkpoint is kept", state.step)
     finally:
         store.end_run(status, stop_reason)  # "failed" when an exception is propagating
+        set_precision("auto")  # the process-wide default again, for whatever runs next in this process
 
     metrics = finish(run, status, stop_reason, step_rates)
     if guard is not None:
         raise guard
     return metrics
+
+
+def validation_loss(run: TrainingRun) -> float:
+    """Evaluate at the current step; a non-finite loss stops the run (exit 3) before it is logged or checkpointed."""
+    val = evaluate(run.model, run.data.val_batches, run.device)
+    if not math.isfinite(val):
+        raise AndonStop(run.state.step, "validation loss", val)
+    run.store.log_eval(run.state.step, val)
+    log.info("step %d: validation loss %.4f", run.state.step, val)
+    return val
+
+
+def watch_divergence(run: TrainingRun, loss: float) -> None:
+    """Record the first divergence (log and metrics.json); end the run there if `training.stop_on_divergence`."""
+    finding = run.divergence.observe(run.state.step, loss)
+    if finding is None:
+        return
+    log.warning("step %d: training loss diverging: mean of the last %d steps %.4g > %g x its lowest %.4g", finding["step"],
+                finding["window"], finding["window_mean"], finding["factor"], finding["lowest_window_mean"])
+    if run.cfg.training.stop_on_divergence:
+        raise DivergenceStop(run.state.step, finding)
 
 
 def report_step(run: TrainingRun, loss: float, grad_norm: float, tokens: int, seconds: float) -> None:
@@ -409,7 +445,8 @@ def finish(run: TrainingRun, status: str, stop_reason: str | None, step_rates: l
         "initial_val_loss": state.initial_val_loss, "final_val_loss": final_val,
         "best_val_loss": state.best_val_loss if state.best_step else None, "best_step": state.best_step,
         "final_train_loss": (store.loss_curve() or [(0, None)])[-1][1],
-        "target_val_loss": t.target_val_loss, "converged": converged,
+        "target_val_loss": t.target_val_loss, "converged": converged, "divergence": run.divergence.found,
+        "precision": t.precision, "peak_vram_mb": peak_vram_mb(run.device),
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
         "best_checkpoint": str(paths.best) if paths.best.is_dir() else None,
     }

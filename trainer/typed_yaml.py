@@ -7,6 +7,7 @@ line and the key, because a typo that silently becomes a default disables what i
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any
@@ -24,13 +25,31 @@ class SchemaError(TrainerError):
         super().__init__(f"{where}: key '{key}' {problem}")
 
 
+# YAML 1.2 numbers that PyYAML's 1.1 resolver leaves as strings: `2e-4`, `1e4`, `.5e3` (1.1 wants a dot and a signed
+# exponent). Added after the 1.1 resolvers, so `10000` stays an int and `0.0002` a float as before.
+NUMBER_WITH_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class NumberLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The safe loader (libyaml's when PyYAML has it), reading numbers as people write them."""
+
+
+NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", NUMBER_WITH_EXPONENT, list("-+0123456789."))
+
+
+def load_scalar(text: str) -> Any:
+    """One `--set` value, parsed as a YAML file's value would be (`2e-4` is a float there too)."""
+    return yaml.load(text, Loader=NumberLoader)
+
+
 def compose_with_lines(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """Parse YAML keeping the line of every key, so errors can point at it.
 
     libyaml's loader when PyYAML has it (5x faster than the pure-Python one: tier 1 parses
-    every contract on each run); scalars are resolved by the same safe constructor.
+    every contract on each run); scalars are resolved by the same safe constructor, with
+    exponent numbers (`2e-4`) read as floats (`NumberLoader`).
     """
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader = NumberLoader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -98,6 +117,8 @@ def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():  # `1e4` is a float to YAML; as a count it means 10000
+            return int(value)
     elif isinstance(value, tp):
         return value
     raise SchemaError(where, key, f"expects {type_name(tp)}, got {value!r} ({type(value).__name__})")

@@ -6,6 +6,7 @@ Built once per process (lru_cache) and, where expensive, cached on disk by conte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -95,6 +96,20 @@ def model_dir(preset: str = "tiny", seed: int = 0) -> Path:
     preset_model(preset, seed).save_pretrained(root)
     tokenizer().save_pretrained(root)
     return root
+
+
+@contextlib.contextmanager
+def saved_preset(preset: str, seed: int = 0, dtype: str = "bfloat16"):
+    """`preset_model` saved in `dtype` with the fixture tokenizer to a temporary directory, removed afterwards.
+
+    For a model too big to keep on disk per process (the 0.5B shape is 1 GB in bf16); tiny ones can use `model_dir`.
+    """
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix=f"rtf-{preset}-{seed}-") as root:
+        preset_model(preset, seed).to(getattr(torch, dtype)).save_pretrained(root)
+        tokenizer().save_pretrained(root)
+        yield Path(root)
 
 
 def lora_settings(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0):

@@ -170,11 +170,11 @@ def all_masked_batch_is_error() -> Verdict:
 
 
 @check("eval_not_polluted")
-def eval_not_polluted(*, max_relative_change: float = 0.95) -> Verdict:
-    """Evaluating the batch just trained on gives a loss near the training loss, not a tiny one.
+def eval_not_polluted(*, max_relative_change: float = 0.05) -> Verdict:
+    """Evaluating the batch just trained on gives a loss near the training loss, not a much lower one.
 
-    A step legitimately moves the loss a little; a 1500x drop (the seeds' bug: eval reading
-    buffers left by training) cannot come from one step.
+    A step legitimately moves the loss a little (about 1% here, measured over 10 seeds: see
+    FALSIFY-LOSS-007); the seeds' bug (eval reading buffers left by training) read 1500x low.
     """
     import torch
 

@@ -1,4 +1,4 @@
-"""CLI: python -m falsify.evaluate --samples FILE.jsonl --out DIR [--jobs N] [--no-mutation] [--no-coverage]."""
+"""CLI: python -m falsify.evaluate --samples FILE.jsonl --out DIR [--jobs N] [--no-mutation] [--no-coverage] [--reruns N]."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-coverage", action="store_true", help="skip coverage (builds without instrumentation)")
     ap.add_argument("--timeout", type=float, default=30.0, help="wall-time limit of one test run, seconds (default 30)")
     ap.add_argument("--build-timeout", type=float, default=120.0, help="wall-time limit of one build, seconds (default 120)")
+    ap.add_argument("--reruns", type=int, default=3,
+                    help="test runs of a passing sample in all; failing any makes it flaky (default 3, 1 = no rerun)")
     args = ap.parse_args(argv)
     if not args.samples.is_file():
         print(f"error: samples file not found: {args.samples}", file=sys.stderr)
@@ -28,13 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    if args.reruns < 1:
+        print(f"error: --reruns must be at least 1, got {args.reruns}", file=sys.stderr)
+        return 2
     try:
         summary = evaluate_samples(args.samples, args.out, jobs=args.jobs, mutation=not args.no_mutation,
-                                   coverage=not args.no_coverage, timeout=args.timeout, build_timeout=args.build_timeout)
+                                   coverage=not args.no_coverage, timeout=args.timeout, build_timeout=args.build_timeout,
+                                   reruns=args.reruns)
     except ToolchainMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    keys = ("n", "failures", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "wall_seconds")
+    keys = ("n", "failures", "compile_rate", "pass_rate", "mutation_score", "line_coverage_delta", "line_coverage_gain",
+            "wall_seconds")
     print(json.dumps({k: summary[k] for k in keys}))
     print(f"wrote {args.out / SAMPLES_FILE} and {args.out / SUMMARY_FILE}")
     return 0

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,10 @@ COVERAGE_FLAGS = ["-C", "instrument-coverage", "-Zcoverage-options=branch", "-Za
 BUILD_LIMITS = Limits(wall_s=120, cpu_s=240, memory_bytes=6 << 30, file_bytes=1 << 30, processes=512,
                       output_bytes=4 << 20)
 
+# The sandbox uid's directories of a prepared crate: coverage profiles (generated tests, no-test
+# baseline, reruns, the crate's existing tests, both merged) and the test binary's working directories.
+RUN_DIRS = ("prof", "prof-base", "prof-rerun", "prof-existing", "prof-both", "run", "run-existing")
+
 # Macros and attributes that make the compiler read files: generated tests have no files
 # to read, and a build must not copy host files into the binary.
 FILE_READING = ("include", "include_str", "include_bytes")
@@ -77,6 +82,25 @@ FILE_READING = ("include", "include_str", "include_bytes")
 def cache_dir() -> Path:
     root = os.environ.get("RTF_CACHE_DIR")
     return Path(root) if root else Path.home() / ".cache" / "rust-test-falsify" / "evaluator"
+
+
+@dataclass(frozen=True)
+class CargoTarget:
+    """The lib target cargo builds and the file that holds the sample's code (standalone: the sample crate's lib.rs)."""
+
+    lib_name: str = CRATE_NAME
+    file: str = "src/lib.rs"
+    features: tuple[str, ...] = ()
+    in_crate: bool = False
+
+    def feature_args(self) -> list[str]:
+        return ["--features", ",".join(self.features)] if self.features else []
+
+    def lint_cap(self) -> list[str]:
+        return ["--cap-lints", "warn"] if self.in_crate else []
+
+
+STANDALONE = CargoTarget()
 
 
 @dataclass
@@ -152,6 +176,11 @@ class BuildResult:
     success: bool
     executable: Path | None
     diagnostics: list[Diagnostic]
+    artifacts: list[tuple[str, bool]] = field(default_factory=list)   # (target name, fresh) per unit cargo reported
+
+    def units(self, *, fresh: bool) -> list[str]:
+        """Targets cargo reported as reused from the target directory (`fresh`) or compiled by this build."""
+        return sorted({name for name, was_fresh in self.artifacts if was_fresh == fresh})
 
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.level in ("error", "error: internal compiler error")]
@@ -169,11 +198,12 @@ class BuildResult:
         return [d for d in self.diagnostics if d.level == "warning" and any(lo <= start < hi for start, _ in d.spans)]
 
 
-def parse_cargo_json(stdout: str) -> tuple[list[Diagnostic], Path | None, bool]:
-    """Diagnostics of the sample crate, its test executable, and cargo's success flag."""
+def parse_cargo_json(stdout: str, target: CargoTarget = STANDALONE) -> tuple[list[Diagnostic], Path | None, bool, list[tuple[str, bool]]]:
+    """Diagnostics of the sample's lib target in its file, its test executable, cargo's success flag, and each unit's freshness."""
     diags: list[Diagnostic] = []
     exe: Path | None = None
     success = False
+    artifacts: list[tuple[str, bool]] = []
     for line in stdout.splitlines():
         if not line.startswith("{"):
             continue
@@ -182,18 +212,43 @@ def parse_cargo_json(stdout: str) -> tuple[list[Diagnostic], Path | None, bool]:
         except json.JSONDecodeError:
             continue
         reason = msg.get("reason")
-        if reason == "compiler-message" and msg.get("target", {}).get("name") == CRATE_NAME:
+        name = msg.get("target", {}).get("name")
+        if reason == "compiler-artifact":
+            artifacts.append((str(name), bool(msg.get("fresh"))))
+        if reason == "compiler-message" and name == target.lib_name:
             m = msg["message"]
-            prim = [s for s in m.get("spans", []) if s.get("is_primary") and s.get("file_name", "").endswith("lib.rs")]
+            prim = [s for s in m.get("spans", []) if s.get("is_primary") and s.get("file_name", "").endswith(target.file)]
             diags.append(Diagnostic(m.get("level", ""), m.get("message", ""), m.get("rendered") or "",
                                     (m.get("code") or {}).get("code"),
                                     [(s["byte_start"], s["byte_end"]) for s in prim],
                                     [s["line_start"] for s in prim]))
-        elif reason == "compiler-artifact" and msg.get("target", {}).get("name") == CRATE_NAME and msg.get("executable"):
+        elif reason == "compiler-artifact" and name == target.lib_name and msg.get("executable"):
             exe = Path(msg["executable"])
         elif reason == "build-finished":
             success = bool(msg.get("success"))
-    return diags, exe, success
+    return diags, exe, success, artifacts
+
+
+def link_target(src: Path, dest: Path, uid: int, skip: Callable[[Path], bool] = lambda rel: False) -> None:
+    """Make `dest` a target directory of hard links to the template target `src`, writable by `uid`.
+
+    The directories are the sample's own (so cargo can add and replace files), but every
+    linked file stays the template's: owned by root and not writable by the sandbox uid, so
+    a sample can replace a link in its own directory but never change the template's bytes.
+    `skip(rel)` leaves out files (relative to `src`), e.g. a crate's own artifacts.
+    """
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        if rel.parts[:2] in (("debug", "incremental"),) or skip(rel):
+            dirnames[:] = []
+            continue
+        out = dest / rel
+        out.mkdir(parents=True, exist_ok=True)
+        os.chown(out, uid, uid)
+        for name in filenames:
+            if name in (".cargo-lock", ".rustc_info.json") or skip(rel / name):
+                continue  # files cargo rewrites: the sample gets its own
+            os.link(Path(dirpath) / name, out / name)
 
 
 class Workspace:
@@ -239,40 +294,34 @@ class Workspace:
     def prepare(self, sample_dir: Path, source: str, uid: int) -> None:
         """Write the crate (read-only to the sandbox) and a writable hard-linked target dir."""
         sample_dir.mkdir(parents=True)
-        os.chown(sample_dir, uid, uid)
-        os.chmod(sample_dir, 0o700)
         (sample_dir / "src").mkdir()
         (sample_dir / "src" / "lib.rs").write_text(source)
         (sample_dir / "Cargo.toml").write_text(CARGO_TOML)
-        shutil.copy2(self.template / "Cargo.lock", sample_dir / "Cargo.lock")
-        os.chown(sample_dir / "Cargo.lock", uid, uid)
-        home = sample_dir / "cargo-home"
+        self.prepare_build_dirs(sample_dir, uid, self.template)
+
+    def prepare_build_dirs(self, crate_dir: Path, uid: int, template: Path | None,
+                           skip: Callable[[Path], bool] = lambda rel: False) -> None:
+        """Around a written crate: its lock file, cargo home, toolchain mount point, the target linked from
+        `template` (None: cargo starts from nothing), and the run and profile dirs; only these are the
+        sandbox uid's, the sources stay root's."""
+        os.chown(crate_dir, uid, uid)
+        os.chmod(crate_dir, 0o700)
+        if template is not None:
+            shutil.copy2(template / "Cargo.lock", crate_dir / "Cargo.lock")
+            os.chown(crate_dir / "Cargo.lock", uid, uid)
+        home = crate_dir / "cargo-home"
         home.mkdir()
         (home / "config.toml").write_text(CARGO_CONFIG)
         os.chown(home, uid, uid)
-        (sample_dir / ".toolchain").mkdir()
-        self._link_target(sample_dir / "target", uid)
-        for sub in ("prof", "prof-base", "run"):
-            (sample_dir / sub).mkdir()
-            os.chown(sample_dir / sub, uid, uid)
+        (crate_dir / ".toolchain").mkdir()
+        if template is not None:
+            link_target(template / "target", crate_dir / "target", uid, skip)
+        for sub in RUN_DIRS:
+            (crate_dir / sub).mkdir()
+            os.chown(crate_dir / sub, uid, uid)
 
     def write_source(self, sample_dir: Path, source: str) -> None:
         (sample_dir / "src" / "lib.rs").write_text(source)
-
-    def _link_target(self, dest: Path, uid: int) -> None:
-        src = self.template / "target"
-        for dirpath, dirnames, filenames in os.walk(src):
-            rel = Path(dirpath).relative_to(src)
-            if rel.parts[:2] in (("debug", "incremental"),):
-                dirnames[:] = []
-                continue
-            out = dest / rel
-            out.mkdir(parents=True, exist_ok=True)
-            os.chown(out, uid, uid)
-            for name in filenames:
-                if name in (".cargo-lock", ".rustc_info.json"):
-                    continue  # files cargo rewrites: the sample gets its own
-                os.link(Path(dirpath) / name, out / name)
 
     def _env(self, crate_dir: Path, toolchain_dir: Path) -> dict[str, str]:
         return {
@@ -287,37 +336,42 @@ class Workspace:
         }
 
     def cargo(self, sample_dir: Path, args: list[str], *, uid: int, rustc_args: list[str] | None = None,
-              extra_env: dict[str, str] | None = None) -> BuildResult:
+              extra_env: dict[str, str] | None = None, target: CargoTarget = STANDALONE) -> BuildResult:
         """Run cargo on the sample crate inside the sandbox, JSON messages on stdout."""
         limits = self.build_limits
         mount = sample_dir / ".toolchain"
         env = self._env(sample_dir, mount) | (extra_env or {})
-        argv = [str(mount / "bin" / "cargo")] + args + ["--message-format=json", "-j", str(self.cargo_jobs)]
+        argv = ([str(mount / "bin" / "cargo")] + args + target.feature_args()
+                + ["--message-format=json", "-j", str(self.cargo_jobs)])
         if rustc_args:
             argv += ["--", *rustc_args]
         run = run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=limits, env=env,
                             binds=((self.toolchain.sysroot, mount),))
-        diags, exe, success = parse_cargo_json(run.stdout)
-        return BuildResult(run, success and run.ok, exe, diags)
+        diags, exe, success, artifacts = parse_cargo_json(run.stdout, target)
+        return BuildResult(run, success and run.ok, exe, diags, artifacts)
 
-    def build_tests(self, sample_dir: Path, *, uid: int, coverage: bool, quiet: bool = False) -> BuildResult:
-        """Compile the crate's test binary (instrumented for coverage when asked).
+    def build_tests(self, sample_dir: Path, *, uid: int, coverage: bool, quiet: bool = False,
+                    target: CargoTarget = STANDALONE) -> BuildResult:
+        """Compile the crate's lib test binary (instrumented for coverage when asked); `--lib` only.
 
         One codegen unit: for a crate this small it builds about a third faster. `quiet`
-        caps lints (the mutant schema's extra parentheses would warn by the dozen).
+        caps lints (the mutant schema's extra parentheses would warn by the dozen); a real
+        crate's lints are capped at warn (an old `#![deny(warnings)]` meets today's lints).
         """
-        flags = ["-C", "codegen-units=1"] + (["--cap-lints", "allow"] if quiet else [])
+        flags = ["-C", "codegen-units=1"] + (["--cap-lints", "allow"] if quiet else target.lint_cap())
         if coverage:
             return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=flags + COVERAGE_FLAGS,
-                              uid=uid, extra_env={"RUSTC_BOOTSTRAP": "1"})
-        return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=flags, uid=uid)
+                              uid=uid, extra_env={"RUSTC_BOOTSTRAP": "1"}, target=target)
+        return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=flags, uid=uid, target=target)
 
-    def rustfmt(self, sample_dir: Path, *, uid: int) -> RunResult:
+    def rustfmt(self, sample_dir: Path, *, uid: int, file: str = "src/lib.rs", edition: str = "2021") -> RunResult:
         """rustfmt formats a copy (to stdout): it succeeds only if rustc's parser accepts the file."""
         mount = sample_dir / ".toolchain"
-        argv = [str(mount / "bin" / "rustfmt"), "--edition", "2021", "--emit", "stdout", "src/lib.rs"]
+        argv = [str(mount / "bin" / "rustfmt"), "--edition", edition, "--emit", "stdout", file]
         return run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=self.build_limits,
                              env=self._env(sample_dir, mount), binds=((self.toolchain.sysroot, mount),))
 
-    def clippy(self, sample_dir: Path, *, uid: int) -> BuildResult:
-        return self.cargo(sample_dir, ["clippy", "--tests"], uid=uid)
+    def clippy(self, sample_dir: Path, *, uid: int, target: CargoTarget = STANDALONE) -> BuildResult:
+        """clippy on the test build: the sample crate's tests, or an in-crate copy's lib in test mode."""
+        args = ["clippy", "--lib", "--profile", "test"] if target.in_crate else ["clippy", "--tests"]
+        return self.cargo(sample_dir, args, uid=uid, target=target, rustc_args=target.lint_cap())

@@ -3,17 +3,20 @@
 Verdicts: killed (the tests fail or crash), survived (they pass), timeout (the harness
 stopped the run: wall time or output cap), unviable (the mutant does not type-check; it
 is dropped from the schema and the schema rebuilt). `run_separately` is the slow
-reference way (one build per mutant) that the schema must agree with.
+reference way (one build per mutant) that the schema must agree with. Both write their
+variants of the function through a `SchemaPlace`: the standalone crate's lib.rs, or (for an
+in-crate sample, see prepare.in_crate_place) the function's own file in the crate copy.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import mutation_operators as M
-from .crate import BUILD_LIMITS, Workspace, assemble
+from .crate import BUILD_LIMITS, STANDALONE, CargoTarget, Workspace, assemble
 from .libtest import run_test_binary
 from .sandbox import Limits, RunResult
 
@@ -41,6 +44,28 @@ class MutationResult:
         return self.count("killed") / denom if self.ran and denom else None
 
 
+@dataclass(frozen=True)
+class SchemaPlace:
+    """Where a variant of the function is built: `write(code, with_helper)` writes it and returns the text of the
+    file that holds it (rustc's error spans point into that file), `target` builds it, `test_filter` picks the tests."""
+
+    write: Callable[[str, bool], str]
+    target: CargoTarget = STANDALONE
+    test_filter: str | None = None
+
+    def run_args(self) -> tuple[str, ...]:
+        return (self.test_filter,) if self.test_filter else ()
+
+
+def standalone_place(ws: Workspace, sample_dir: Path, tests: str) -> SchemaPlace:
+    """The standalone crate: the variant, the schema helper when asked, then the tests, as src/lib.rs."""
+    def write(code: str, with_helper: bool) -> str:
+        source = assemble(code, tests, helper=M.HELPER if with_helper else "").source
+        ws.write_source(sample_dir, source)
+        return source
+    return SchemaPlace(write)
+
+
 def mutant_limits(base: Limits, original_seconds: float) -> Limits:
     """A mutant may be slower than the original, but an endless loop must end fast."""
     wall = min(base.wall_s, max(1.0, 5 * original_seconds + 0.5))
@@ -54,8 +79,9 @@ def _classify(run: RunResult) -> str:
 
 
 def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, *, uid: int, limits: Limits,
-               original_seconds: float) -> MutationResult:
+               original_seconds: float, place: SchemaPlace | None = None) -> MutationResult:
     """Build the schema (dropping unviable mutants) and run the tests once per mutant."""
+    place = place or standalone_place(ws, sample_dir, tests)
     sites, notes = M.find_sites(function_code)
     muts = [m for s in sites for m in s.mutants]
     result = MutationResult(ran=False, notes=notes, descriptions={m.id: m.describe(function_code) for m in muts})
@@ -65,10 +91,9 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
     active = {m.id for m in muts}
     build = None
     for _ in range(MAX_SCHEMA_ROUNDS):
-        layout = assemble(M.render_schema(function_code, active), tests, helper=M.HELPER)
-        ws.write_source(sample_dir, layout.source)
+        source = place.write(M.render_schema(function_code, active), True)
         t0 = time.monotonic()
-        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True, target=place.target)
         result.build_seconds += time.monotonic() - t0
         result.builds += 1
         if build.success:
@@ -77,7 +102,7 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
         if problem:
             result.reason = "mutation not run: schema build " + problem
             return result
-        intervals = M.marker_intervals(layout.source)
+        intervals = M.marker_intervals(source)
         bad = {M.innermost_mutant(intervals, start) for d in build.errors() for start, _ in d.spans} - {None}
         bad &= active
         if not bad:
@@ -97,7 +122,7 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
     if active:
         # Mutant 0 is the original: the schema must pass with every switch off, and its
         # run time, taken under the same load, sets the per-mutant time limit.
-        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits, mutant=0)
+        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits, mutant=0, args=place.run_args())
         if not base.ok:
             result.reason = "mutation not run: the schema with no mutant active fails its tests"
             return result
@@ -107,7 +132,7 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
     by_id = {m.id: m for m in muts}
     t0 = time.monotonic()
     for k in sorted(active):
-        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim, mutant=k)
+        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim, mutant=k, args=place.run_args())
         result.verdicts[k] = _classify(run)
         if result.verdicts[k] == "survived":
             result.survivors.append(by_id[k].diff(function_code))
@@ -116,27 +141,28 @@ def run_schema(ws: Workspace, sample_dir: Path, function_code: str, tests: str, 
 
 
 def run_separately(ws: Workspace, sample_dir: Path, function_code: str, tests: str, *, uid: int, limits: Limits,
-                   original_seconds: float) -> MutationResult:
+                   original_seconds: float, place: SchemaPlace | None = None) -> MutationResult:
     """Reference implementation: one plain build and test run per mutant (slow; for checks)."""
+    place = place or standalone_place(ws, sample_dir, tests)
     muts = M.find_mutants(function_code)
     result = MutationResult(ran=True, descriptions={m.id: m.describe(function_code) for m in muts})
-    ws.write_source(sample_dir, assemble(function_code, tests).source)
-    build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+    place.write(function_code, False)
+    build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True, target=place.target)
     if build.executable is not None:  # calibrate the time limit on the original, as run_schema does
-        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits)
+        base = run_test_binary(build.executable, sample_dir, uid=uid, limits=limits, args=place.run_args())
         original_seconds = max(original_seconds, base.seconds)
     lim = mutant_limits(limits, original_seconds)
     for m in muts:
-        ws.write_source(sample_dir, assemble(m.apply(function_code), tests).source)
+        place.write(m.apply(function_code), False)
         t0 = time.monotonic()
-        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True)
+        build = ws.build_tests(sample_dir, uid=uid, coverage=False, quiet=True, target=place.target)
         result.build_seconds += time.monotonic() - t0
         result.builds += 1
         if not build.success or build.executable is None:
             result.verdicts[m.id] = "unviable"
             continue
         t0 = time.monotonic()
-        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim)
+        run = run_test_binary(build.executable, sample_dir, uid=uid, limits=lim, args=place.run_args())
         result.run_seconds += time.monotonic() - t0
         result.verdicts[m.id] = _classify(run)
         if result.verdicts[m.id] == "survived":

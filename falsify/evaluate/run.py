@@ -1,8 +1,9 @@
 """Evaluate every sample: run each through the stages, in a pool of sandbox slots, and write the outputs.
 
 The stages of one sample (`Evaluator.judge`), each in the module named for it: static
-analysis (assertions, codebleu), prepare the crate and check that it parses, build
-(crate), run the tests (libtest), measure coverage (coverage), clippy (crate), mutate
+analysis (assertions, codebleu), prepare the crate (prepare: a throwaway crate, or a copy
+of the sample's real crate) and check that it parses, build (crate), run the tests and
+rerun a passing sample (libtest), measure coverage (coverage), clippy (crate), mutate
 (mutation_runner). Each stage hands its outcome to a `verdict.record_*` function, which
 fills the sample's record; a stage that fails ends the sample.
 
@@ -29,9 +30,11 @@ from pathlib import Path
 from trainer.files import write_json_atomic, write_jsonl_atomic
 
 from .coverage import measure_function
-from .crate import BUILD_LIMITS, Workspace, assemble, first_syntax_error, refusal
+from .crate import BUILD_LIMITS, Workspace, first_syntax_error
+from .crate_template import CrateTemplates
 from .libtest import run_tests
 from .mutation_runner import run_schema
+from .prepare import PreparedCrate, in_crate_place, prepare_in_crate, prepare_standalone
 from .samples import InputProblem, Sample, from_dicts, read_samples
 from .sandbox import Limits, run_sandboxed, sandbox_uid
 from .toolchain import Toolchain, ToolchainMissing, find_toolchain
@@ -49,6 +52,7 @@ from .verdict import (
     record_mutation,
     record_parse,
     record_refusal,
+    record_reruns,
     record_static_analysis,
     record_tests,
     summarize,
@@ -62,6 +66,7 @@ class Options:
     coverage: bool = True
     test_timeout: float = 30.0
     build_timeout: float = 120.0
+    reruns: int = 3          # test runs of a passing sample, in all; one that fails any of them is flaky
 
     @property
     def test_limits(self) -> Limits:
@@ -160,6 +165,7 @@ class Evaluator:
         self.slots = SandboxSlots(self.jobs)
         self.workdir = Path(tempfile.mkdtemp(prefix="rtf-eval-"))
         os.chmod(self.workdir, 0o711)  # the sandbox uids must traverse it to reach their own dirs
+        self.templates = CrateTemplates(self.ws, self.workdir / "crate-templates", coverage=options.coverage)
 
     def close(self) -> None:
         if not _keep_work():
@@ -194,44 +200,62 @@ class Evaluator:
         """Run the stages of one sample in order, in `sample_dir` as `uid`; a failed stage ends it."""
         opts, ws = self.options, self.ws
         facts = record_static_analysis(rec, s)
-        refused = refusal(s.generated_tests) or refusal(s.function_code)
-        layout = assemble(s.function_code, s.generated_tests)
-        ws.prepare(sample_dir, layout.source, uid)
-        if not record_parse(rec, ws.rustfmt(sample_dir, uid=uid), first_syntax_error(layout.source), opts.build_limits):
+        if s.crate is None:
+            crate = prepare_standalone(ws, s, sample_dir, uid)
+        elif (prepared := prepare_in_crate(ws, self.templates, s, rec, sample_dir, uid)) is not None:
+            crate = prepared
+        else:
             return
-        if refused:
-            record_refusal(rec, refused)
+        rustfmt = ws.rustfmt(sample_dir, uid=uid, file=crate.parse_file, edition=crate.edition)
+        if not record_parse(rec, rustfmt, first_syntax_error(crate.parse_source), opts.build_limits):
+            return
+        if crate.refused:
+            record_refusal(rec, crate.refused)
             return
         with timed(rec, "build"):
-            build = ws.build_tests(sample_dir, uid=uid, coverage=opts.coverage)
+            build = ws.build_tests(sample_dir, uid=uid, coverage=opts.coverage, target=crate.target)
+        if rec["crate"] is not None:
+            rec["crate"] |= {"dependencies_fresh": build.units(fresh=True), "dependencies_compiled": build.units(fresh=False)}
         if not record_build(rec, build, facts.calls_function, opts.build_limits):
             return
         with timed(rec, "test"):
-            report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits)
+            report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits, name_filter=crate.test_filter)
             record_tests(rec, report, opts.test_limits)
+            if rec["passes"] and opts.reruns > 1:
+                record_reruns(rec, [run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits,
+                                              name_filter=crate.test_filter, profiles="prof-rerun")
+                                    for _ in range(opts.reruns - 1)], opts.test_limits)
         if opts.coverage:
             with timed(rec, "coverage"):
                 record_coverage(rec, measure_function(self.toolchain, build.executable, sample_dir, uid=uid,
-                                                      lines=layout.function_lines, function_code=s.function_code,
-                                                      limits=opts.test_limits))
+                                                      lines=crate.function_lines, function_code=s.function_code,
+                                                      limits=opts.test_limits, source_file=crate.target.file,
+                                                      generated_module=crate.test_filter))
         if self.toolchain.has_clippy:
             with timed(rec, "clippy"):
-                record_clippy(rec, ws.clippy(sample_dir, uid=uid), layout.tests_bytes, opts.build_limits)
+                record_clippy(rec, ws.clippy(sample_dir, uid=uid, target=crate.target), crate.tests_bytes, opts.build_limits)
         else:
             rec["reasons"].append("clippy not installed (rustup component add clippy): clippy_warnings is null")
         with timed(rec, "mutation"):
-            if not opts.mutation:
-                rec["reasons"].append("mutation not run: disabled (--no-mutation)")
-            elif not rec["passes"]:
-                rec["reasons"].append("mutation not run: the tests do not pass on the original function")
-            else:
-                record_mutation(rec, run_schema(ws, sample_dir, s.function_code, s.generated_tests, uid=uid,
-                                                limits=opts.test_limits, original_seconds=report.run.seconds))
+            self._mutate(s, rec, crate, sample_dir, uid, report.run.seconds)
+
+    def _mutate(self, s: Sample, rec: SampleRecord, crate: PreparedCrate, sample_dir: Path, uid: int,
+                original_seconds: float) -> None:
+        """The mutation stage: a score only where it was really measured; otherwise the reason, never a fake score."""
+        opts = self.options
+        if not opts.mutation:
+            rec["reasons"].append("mutation not run: disabled (--no-mutation)")
+        elif not rec["passes"]:
+            rec["reasons"].append("mutation not run: the tests do not pass on the original function")
+        else:
+            place = in_crate_place(crate.copy, sample_dir) if crate.copy is not None else None
+            record_mutation(rec, run_schema(self.ws, sample_dir, s.function_code, s.generated_tests, uid=uid,
+                                            limits=opts.test_limits, original_seconds=original_seconds, place=place))
 
 
 def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, jobs: int | None = None,
                      mutation: bool = True, coverage: bool = True, timeout: float = 30.0,
-                     build_timeout: float = 120.0) -> Summary:
+                     build_timeout: float = 120.0, reruns: int = 3) -> Summary:
     """Evaluate samples (a list of dicts or a samples.jsonl path); write and return the summary.
 
     Raises ToolchainMissing when cargo, llvm-22 or the sandbox tools are unavailable.
@@ -239,7 +263,8 @@ def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, j
     toolchain = find_toolchain()
     check_sandbox()
     items = read_samples(Path(samples)) if isinstance(samples, (str, Path)) else from_dicts(samples)
-    options = Options(mutation=mutation, coverage=coverage, test_timeout=timeout, build_timeout=build_timeout)
+    options = Options(mutation=mutation, coverage=coverage, test_timeout=timeout, build_timeout=build_timeout,
+                      reruns=max(1, reruns))
     evaluator = Evaluator(toolchain, jobs or os.cpu_count() or 1, options)
     t0 = time.monotonic()
     try:
@@ -247,7 +272,7 @@ def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, j
     finally:
         evaluator.close()
     summary = summarize(records, wall_seconds=round(time.monotonic() - t0, 3), jobs=evaluator.jobs,
-                        toolchain=toolchain.rustc_version)
+                        toolchain=toolchain.rustc_version, test_runs=options.reruns)
     out = Path(out_dir)
     write_jsonl_atomic(out / SAMPLES_FILE, records)
     write_json_atomic(out / SUMMARY_FILE, summary)

@@ -14,6 +14,15 @@ from trainer.files import JsonLine, iter_jsonl
 
 REQUIRED = ("id", "function_code", "generated_tests")
 OPTIONAL_STR = ("reference_tests",)
+CRATE_KEYS = ("dir", "file")
+
+
+@dataclass(frozen=True)
+class CrateRef:
+    """Where an in-crate sample's function lives: a crate directory and a file in it (checked at evaluation)."""
+
+    dir: str
+    file: str
 
 
 @dataclass
@@ -24,6 +33,7 @@ class Sample:
     generated_tests: str
     reference_tests: str | None = None
     metadata: dict = field(default_factory=dict)
+    crate: CrateRef | None = None   # None: the function is built alone (the standalone mode)
 
 
 @dataclass
@@ -58,7 +68,27 @@ def parse_record(obj: object, line: int) -> Sample | InputProblem:
         meta = {}
     if not isinstance(meta, dict):
         return InputProblem(name, line, f"line {line}: field 'metadata' must be an object")
-    return Sample(obj["id"], line, obj["function_code"], obj["generated_tests"], ref or None, meta)
+    crate = parse_crate_ref(obj.get("crate"))
+    if isinstance(crate, str):
+        return InputProblem(name, line, f"line {line}: sample '{name}': {crate}")
+    return Sample(obj["id"], line, obj["function_code"], obj["generated_tests"], ref or None, meta, crate)
+
+
+def parse_crate_ref(value: object) -> CrateRef | str | None:
+    """The optional `crate` field's shape: {"dir": str, "file": "src/....rs"}; a problem string when off-shape."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"field 'crate' must be an object {{\"dir\": ..., \"file\": ...}}, got {type(value).__name__}"
+    unknown = sorted(set(value) - set(CRATE_KEYS))
+    if unknown:
+        return f"field 'crate' has unknown keys {unknown} (expected {list(CRATE_KEYS)})"
+    for key in CRATE_KEYS:
+        if not isinstance(value.get(key), str) or not value[key].strip():
+            return f"field 'crate.{key}' must be a non-empty string"
+    if not value["file"].endswith(".rs"):
+        return f"field 'crate.file' must name a Rust file (src/<path>.rs), got '{value['file']}'"
+    return CrateRef(value["dir"], value["file"])
 
 
 def read_samples(path: Path) -> list[Sample | InputProblem]:

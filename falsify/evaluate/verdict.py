@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
 SUMMARY_FILE = "summary.json"    # ... and the summary over them
 
-FailureKind = Literal["input", "refused", "parse", "compile", "no_tests", "test_failure", "timeout", "output", "internal"]
+FailureKind = Literal["input", "refused", "crate_build", "parse", "compile", "no_tests", "test_failure", "flaky", "timeout",
+                      "output", "internal"]
 
 
 class MutantCounts(TypedDict):
@@ -54,6 +55,22 @@ class TestNameCounts(TypedDict):
     descriptive: int
 
 
+class CrateFacts(TypedDict, total=False):
+    """An in-crate sample's crate (README, "In-crate samples"): what was built and what had to be left out."""
+
+    name: str
+    version: str
+    dir: str
+    file: str
+    module: str                  # rtf_generated_<hash>: the module the generated tests became
+    features: list[str]          # enabled because the function needs them
+    stripped: list[str]          # left out to build offline, in words
+    template: str                # "built" (this sample compiled the dependencies) or "reused"
+    template_seconds: float      # the template build's wall time, when this sample built it
+    dependencies_fresh: list[str]     # units cargo reused from the template in this sample's build
+    dependencies_compiled: list[str]  # units this sample's build compiled (the crate itself)
+
+
 class SampleRecord(TypedDict):
     """One line of samples.jsonl (README, "samples.jsonl", says what each field means)."""
 
@@ -64,8 +81,11 @@ class SampleRecord(TypedDict):
     links: bool
     passes: bool
     failure: FailureKind | None
+    crate: CrateFacts | None     # null for a standalone sample
     tests_run: int
     failing_tests: list[str]
+    runs: int                    # test runs (the first, plus the reruns of a passing sample)
+    runs_passed: int
     clippy_warnings: int | None
     mutation_score: float | None
     mutants: MutantCounts
@@ -73,6 +93,12 @@ class SampleRecord(TypedDict):
     branch_coverage: float | None
     baseline_line_coverage: float | None
     baseline_branch_coverage: float | None
+    line_coverage_existing: float | None         # by the crate's existing tests alone (standalone: the baseline)
+    branch_coverage_existing: float | None
+    line_coverage_with_generated: float | None   # by the existing tests and the generated ones together
+    branch_coverage_with_generated: float | None
+    line_coverage_gain: float | None             # with_generated - existing: what the generated tests add
+    branch_coverage_gain: float | None
     function_lines: int | None
     function_branches: int | None
     assertions: AssertionCounts
@@ -96,8 +122,8 @@ class RubricSummary(TypedDict):
     compile_rate: float | None
     pass_rate: float | None
     mutation_score: float | None
-    line_coverage_delta: float | None
-    branch_coverage_delta: float | None
+    line_coverage_gain: float | None
+    branch_coverage_gain: float | None
     bleu4: float | None
     codebleu: float | None
     trivial_assertion_rate: float | None
@@ -127,6 +153,14 @@ class Summary(RubricSummary):
     coverage_samples: int
     reference_samples: int
     seconds_total: float
+    in_crate_samples: int        # samples judged inside their crate
+    flaky_samples: int           # samples that passed a run but not every run (failure `flaky`)
+    flaky_rate: float | None     # flaky_samples / samples that passed their first run
+    line_coverage_delta: float | None    # mean of (with tests - no-test baseline): plain coverage, not scored
+    branch_coverage_delta: float | None
+    coverage_improved_samples: int      # samples whose tests raise the line or branch coverage of the existing tests
+    coverage_improved_rate: float | None  # coverage_improved_samples / n (TestGen-LLM's "improves coverage" filter)
+    test_runs: int               # runs a passing sample gets (1 + reruns)
     wall_seconds: float          # the whole run, from the first sample to the last
     jobs: int                    # samples evaluated in parallel
     toolchain: str               # `rustc --version`
@@ -141,12 +175,17 @@ def empty_record(sample_id: str, line: int) -> SampleRecord:
         "id": sample_id, "line": line,
         "parses": False, "compiles": False, "links": False, "passes": False,
         "failure": None,
+        "crate": None,
         "tests_run": 0, "failing_tests": [],
+        "runs": 0, "runs_passed": 0,
         "clippy_warnings": None,
         "mutation_score": None,
         "mutants": {"killed": 0, "survived": 0, "timeout": 0, "unviable": 0, "survivors": []},
         "line_coverage": None, "branch_coverage": None,
         "baseline_line_coverage": None, "baseline_branch_coverage": None,
+        "line_coverage_existing": None, "branch_coverage_existing": None,
+        "line_coverage_with_generated": None, "branch_coverage_with_generated": None,
+        "line_coverage_gain": None, "branch_coverage_gain": None,
         "function_lines": None, "function_branches": None,
         "assertions": {"count": 0, "trivial": 0, "tautological": 0, "uses_function_result": 0},
         "bleu4": None, "codebleu": None, "codebleu_components": None,
@@ -201,6 +240,12 @@ def record_static_analysis(rec: SampleRecord, sample: Sample) -> assertions.Test
     return facts
 
 
+def record_crate_build(rec: SampleRecord, problem: str) -> None:
+    """The crate itself, without the sample's tests, does not build offline: nothing of the sample was judged."""
+    rec["failure"] = "crate_build"
+    rec["reasons"].append("crate build: " + problem)
+
+
 def record_parse(rec: SampleRecord, rustfmt: RunResult, syntax_error: str | None, limits: Limits) -> bool:
     """rustfmt's verdict on the assembled crate; `syntax_error` is where tree-sitter stumbled, if it did."""
     rec["parses"] = rustfmt.returncode == 0
@@ -233,26 +278,48 @@ def record_build(rec: SampleRecord, build: BuildResult, calls_function: bool, li
     return True
 
 
-def record_tests(rec: SampleRecord, report: LibtestReport, limits: Limits) -> None:
+def tests_failure(report: LibtestReport, limits: Limits) -> tuple[FailureKind, str] | None:
+    """Why one run of the tests does not pass (the failure kind and a reason), or None when it passes."""
     run = report.run
-    rec["tests_run"] = report.tests_run
-    rec["failing_tests"] = report.failing_tests
     problem = run.problem(limits)
     if problem:
-        rec["failure"] = "timeout" if run.timed_out else "output"
-        rec["reasons"].append("tests: " + problem)
-    elif rec["failing_tests"]:
-        rec["failure"] = "test_failure"
-        rec["reasons"].append("failing tests: " + ", ".join(rec["failing_tests"]))
-    elif run.returncode != 0:
-        rec["failure"] = "test_failure"
-        rec["reasons"].append(f"test binary exited with status {run.returncode}: "
-                              + (run.stderr.strip() or run.stdout.strip())[-400:])
-    elif rec["tests_run"] == 0:
-        rec["failure"] = "no_tests"
-        rec["reasons"].append("no test ran (no #[test] function or proptest! case found by the harness)")
+        return ("timeout" if run.timed_out else "output"), "tests: " + problem
+    if report.failing_tests:
+        return "test_failure", "failing tests: " + ", ".join(report.failing_tests)
+    if run.returncode != 0:
+        return "test_failure", (f"test binary exited with status {run.returncode}: "
+                                + (run.stderr.strip() or run.stdout.strip())[-400:])
+    if report.tests_run == 0:
+        return "no_tests", "no test ran (no #[test] function or proptest! case found by the harness)"
+    return None
+
+
+def record_tests(rec: SampleRecord, report: LibtestReport, limits: Limits) -> None:
+    rec["tests_run"] = report.tests_run
+    rec["failing_tests"] = report.failing_tests
+    rec["runs"] = 1
+    failed = tests_failure(report, limits)
+    if failed:
+        rec["failure"], reason = failed
+        rec["reasons"].append(reason)
     else:
         rec["passes"] = True
+        rec["runs_passed"] = 1
+
+
+def record_reruns(rec: SampleRecord, reruns: list[LibtestReport], limits: Limits) -> None:
+    """A sample that passed its first run must pass every rerun too, else it is `flaky` and does not pass."""
+    for number, report in enumerate(reruns, start=2):
+        rec["runs"] += 1
+        failed = tests_failure(report, limits)
+        if failed is None:
+            rec["runs_passed"] += 1
+            continue
+        rec["reasons"].append(f"flaky: run {number} of {1 + len(reruns)} failed: {failed[1]}")
+    if rec["runs_passed"] < rec["runs"]:
+        rec["failure"] = "flaky"
+        rec["passes"] = False
+        rec["reasons"].append(f"flaky: passed {rec['runs_passed']} of {rec['runs']} runs")
 
 
 def record_coverage(rec: SampleRecord, coverage: FunctionCoverage) -> None:
@@ -273,6 +340,16 @@ def record_coverage(rec: SampleRecord, coverage: FunctionCoverage) -> None:
     else:
         rec["baseline_line_coverage"] = coverage.baseline.line
         rec["baseline_branch_coverage"] = coverage.baseline_branch_coverage
+    if coverage.existing is None or coverage.with_generated is None:
+        why = coverage.existing_problem if coverage.existing is None else coverage.with_generated_problem
+        rec["reasons"].append(f"coverage gain: not measured: {why}")
+        return
+    rec["line_coverage_existing"] = coverage.existing.line
+    rec["branch_coverage_existing"] = coverage.branch_of(coverage.existing)
+    rec["line_coverage_with_generated"] = coverage.with_generated.line
+    rec["branch_coverage_with_generated"] = coverage.branch_of(coverage.with_generated)
+    rec["line_coverage_gain"] = coverage.line_gain
+    rec["branch_coverage_gain"] = coverage.branch_gain
 
 
 def record_clippy(rec: SampleRecord, clippy: BuildResult, tests_bytes: tuple[int, int], limits: Limits) -> None:
@@ -313,7 +390,17 @@ def _rate(hits: int, total: int) -> float | None:
     return hits / total if total else None
 
 
-def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, toolchain: str) -> Summary:
+def _difference(after: float | None, before: float | None) -> float:
+    """A coverage delta; 0 when either side was never measured (did not compile, bad input): it gained nothing."""
+    return after - before if after is not None and before is not None else 0.0
+
+
+def _improves_coverage(rec: SampleRecord) -> bool:
+    """TestGen-LLM's filter: the generated tests cover a line or a branch outcome that the existing tests do not."""
+    return (rec["line_coverage_gain"] or 0.0) > 0 or (rec["branch_coverage_gain"] or 0.0) > 0
+
+
+def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, toolchain: str, test_runs: int = 1) -> Summary:
     """The summary over every record (README, "summary.json"), with the run's wall time and environment."""
     n = len(records)
     ok = [r for r in records if r["compiles"] and r["passes"]]
@@ -322,14 +409,11 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
     survived = sum(r["mutants"]["survived"] for r in ran)
     timeout = sum(r["mutants"]["timeout"] for r in ran)
     unviable = sum(r["mutants"]["unviable"] for r in ran)
-    # Coverage gain over the no-test baseline; a sample whose tests were never measured
-    # (did not compile, bad input) gained nothing, so it counts as 0 rather than vanishing.
-    line_deltas = [(r["line_coverage"] - r["baseline_line_coverage"])
-                   if r["line_coverage"] is not None and r["baseline_line_coverage"] is not None else 0.0
-                   for r in records]
-    branch_deltas = [(r["branch_coverage"] - r["baseline_branch_coverage"])
-                     if r["branch_coverage"] is not None and r["baseline_branch_coverage"] is not None else 0.0
-                     for r in records if r["function_branches"] != 0]
+    # Deltas (over the no-test baseline) and gains (over the existing tests): a sample whose tests were
+    # never measured (did not compile, bad input) gained nothing, so it counts as 0 rather than vanishing.
+    line_deltas = [_difference(r["line_coverage"], r["baseline_line_coverage"]) for r in records]
+    branch_deltas = [_difference(r["branch_coverage"], r["baseline_branch_coverage"]) for r in records if r["function_branches"] != 0]
+    improved = sum(_improves_coverage(r) for r in records)
     with_ref = [r for r in records if r["bleu4"] is not None]
     asserts = sum(r["assertions"]["count"] for r in records)
     weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] for r in records)
@@ -355,6 +439,10 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
         "line_coverage_delta": _mean(line_deltas),
         "branch_coverage_delta": _mean(branch_deltas),
         "coverage_samples": sum(r["line_coverage"] is not None for r in records),
+        "line_coverage_gain": _mean([r["line_coverage_gain"] or 0.0 for r in records]),
+        "branch_coverage_gain": _mean([r["branch_coverage_gain"] or 0.0 for r in records if r["function_branches"] != 0]),
+        "coverage_improved_samples": improved,
+        "coverage_improved_rate": _rate(improved, n),
         "bleu4": _mean([r["bleu4"] for r in with_ref]),
         "codebleu": _mean([r["codebleu"] for r in with_ref if r["codebleu"] is not None]),
         "reference_samples": len(with_ref),
@@ -370,6 +458,10 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
         "seconds_median": statistics.median([r["seconds"] for r in records]) if records else None,
         "seconds_total": sum(r["seconds"] for r in records),
         "failures_by_reason": failures,
+        "in_crate_samples": sum(r["crate"] is not None for r in records),
+        "flaky_samples": failures.get("flaky", 0),
+        "flaky_rate": _rate(failures.get("flaky", 0), failures.get("flaky", 0) + len(ok)),
+        "test_runs": test_runs,
         "wall_seconds": wall_seconds,
         "jobs": jobs,
         "toolchain": toolchain,

@@ -4,8 +4,13 @@
     python -m falsify.report --experiment DIR       # reuse DIR (and DIR-repeat); run only what is missing
     python -m falsify.report --generator reference  # the corpus's own tests through the same evaluator
     python -m falsify.report --baseline old.json    # deltas; a lower total or a newly failing gate exits 1
+    python -m falsify.report --standalone           # each function built alone, not inside its crate
 
-Writes scorecard.json, scorecard.md and scorecard.html into --out (reference: --out/reference),
+Samples are judged inside their real crate by default; --standalone judges each function in a
+fresh crate of its own (the earlier behaviour).
+
+Writes scorecard.json, scorecard.md and scorecard.html into --out (reference: --out/reference;
+--standalone: a `standalone/` folder below that),
 all rendered first and then moved into place by rename, so a failure never leaves a partial
 scorecard over a good one. Exit codes: 0 scored; 1 regression against the baseline or a failed
 stage; 2 bad input (one line naming the file and field).
@@ -46,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generator", choices=("model", "reference"), default="model",
                    help="score the model's generated tests, or the corpus's reference tests")
     p.add_argument("--limit", type=int, default=40, help="holdout functions to generate and evaluate (default 40)")
+    p.add_argument("--standalone", action="store_true",
+                   help="evaluate each function alone in a fresh crate (samples without 'crate'), not inside its crate")
     p.add_argument("--holdout", type=Path, default=pipeline.CORPUS / "holdout.jsonl", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -64,8 +71,9 @@ def make_plan(args: argparse.Namespace) -> pipeline.Plan:
     if args.experiment is not None:
         experiment_paths(args.experiment)  # fail fast on a directory that is not an experiment
     if args.generator == "reference":
-        return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout)
-    return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout)
+        return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout, standalone=args.standalone)
+    return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout,
+                               standalone=args.standalone)
 
 
 # ---------------------------------------------------------------- evidence
@@ -121,6 +129,7 @@ def render_all(card: Scorecard, samples: list[dict]) -> dict[str, str]:
 def report(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     out = args.out / "reference" if plan.generator == "reference" else args.out
+    out = out / "standalone" if plan.standalone else out
     baseline = load_baseline(args.baseline, RUBRIC_VERSION) if args.baseline else None  # fail fast, before hours of work
     stages = pipeline.run_stages(plan.stages, out / "logs")
     results = {s.name: s for s in stages}

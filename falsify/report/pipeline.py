@@ -6,6 +6,10 @@ with the last line of its log, the stages that need it are skipped with that rea
 the scorecard marks the items they would have fed as "not run". A rich progress display
 shows the stage, and a bar with an ETA where a stage's progress can be read from its
 output files (training steps in metrics.sqlite, generated samples so far).
+
+Samples are in-crate by default (they carry `crate`, so the evaluator builds each inside its
+real crate); a plan made with `standalone=True` writes today's standalone samples instead,
+into directories of their own.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 
 from falsify.evaluate.verdict import SAMPLES_FILE, SUMMARY_FILE
 from falsify.report.evidence import ReportError
+from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports, without_location
 from trainer.experiment import ExperimentPaths
-from trainer.files import iter_jsonl, write_atomic
+from trainer.files import iter_jsonl, write_atomic, write_jsonl_atomic
 from trainer.monitor.store import StoreError, StoreReader
 
 CORPUS = Path("experiments/corpus")
@@ -69,6 +74,7 @@ class Plan:
     falsifiers: Path | None
     holdout: Path
     stages: list[Stage]
+    standalone: bool = False  # True: samples without `crate`, each function built alone (--standalone)
 
     @property
     def summary(self) -> Path:
@@ -168,27 +174,53 @@ def _evaluate(samples: Path, eval_dir: Path) -> list[str]:
     return _py("-m", "falsify.evaluate", "--samples", str(samples), "--out", str(eval_dir))
 
 
-def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
-    """Train twice with the same seed, generate, evaluate, run the falsifiers; reuse what `experiment` already has."""
+def _standalone_dir(eval_dir: Path) -> Path:
+    """Standalone evidence lives apart, so neither mode reuses the other's samples or summary."""
+    return eval_dir.with_name(eval_dir.name + "-standalone")
+
+
+def write_standalone_holdout(holdout: Path, out: Path) -> None:
+    """The holdout without crate locations: the generator then writes standalone samples."""
+    records = []
+    for line in iter_jsonl(holdout):
+        if line.problem is not None:
+            raise ReportError(f"{holdout}: {line.problem}")
+        records.append(without_location(line.value) if isinstance(line.value, dict) else line.value)
+    write_jsonl_atomic(out, records, sort_keys=True)
+
+
+def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl",
+               standalone: bool = False) -> Plan:
+    """Train twice with the same seed, generate, evaluate, run the falsifiers; reuse what `experiment` already has.
+
+    In-crate by default: the generator's samples carry `crate`. `standalone`: they do not
+    (today's shape), and they and their evaluation go to `evaluation-standalone/`.
+    """
     fresh = experiment is None
     run_a = ExperimentPaths(DEFAULT_EXPERIMENT if fresh else Path(experiment))
     run_b = ExperimentPaths(run_a.root.with_name(run_a.root.name + "-repeat"))
-    eval_dir = run_a.evaluation
+    eval_dir = _standalone_dir(run_a.evaluation) if standalone else run_a.evaluation
     samples = eval_dir / "generated.jsonl"
     falsifiers = eval_dir / "falsifiers.json"
     summary = eval_dir / SUMMARY_FILE
     reuse = (lambda f: _never()) if fresh else (lambda f: f)
     config = DEFAULT_CONFIG if fresh else run_a.config  # the packaged default, or run A's own resolved config
+    functions = eval_dir / "holdout-standalone.jsonl" if standalone else holdout
     stages = [
         corpus_stage(holdout),
         Stage("train", _train(config, run_a.root, "--overwrite" if fresh else "--resume"), done=reuse(_reuse_run(run_a.root)),
               progress=training_progress(run_a.root), needs=["corpus"], check_output=run_a.metrics),
         Stage("train-repeat", _train(config, run_b.root, "--overwrite"), done=reuse(_reuse_run(run_b.root)),
               progress=training_progress(run_b.root), needs=["corpus"], check_output=run_b.metrics),
-        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--input", str(holdout),
+    ]
+    if standalone:
+        stages.append(Stage("standalone-holdout", action=lambda: write_standalone_holdout(holdout, functions), needs=["corpus"],
+                            check_output=functions))
+    stages += [
+        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--input", str(functions),
                               "--out", str(samples), "--limit", str(limit)),
-              done=reuse(_reuse_file(samples)), needs=["train"], check_output=samples,
-              progress=lines_progress([_partial_output(samples), samples], limit)),
+              done=reuse(_reuse_file(samples)), needs=["train", *(["standalone-holdout"] if standalone else [])],
+              check_output=samples, progress=lines_progress([_partial_output(samples), samples], limit)),
         Stage("evaluate", _evaluate(samples, eval_dir), done=reuse(_reuse_file(summary, newer_than=samples)), needs=["generate"],
               check_output=summary),  # the evaluator writes nothing until it is done: no ETA
     ]
@@ -197,10 +229,25 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
         stages.append(Stage("falsifiers", _py("-m", "pytest", "contracts", "-m", " or ".join(tiers), "--falsify-results",
                                               str(falsifiers), "-p", "no:cacheprovider", "-q"),
                             done=reuse(_reuse_file(falsifiers)), ok_codes=(0, 1), check_output=falsifiers))
-    return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages)
+    return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages, standalone)
 
 
-def write_reference_samples(holdout: Path, out: Path, limit: int) -> None:
+def reference_sample(rec: dict, line: int, source: Path, *, standalone: bool = False) -> dict:
+    """One corpus record's own tests as a sample. In-crate (a record that says where its
+    function is, unless `standalone`): `function_code` verbatim from the crate file, `crate`,
+    and the tests as the appended module's body, with the `use` lines they need."""
+    meta = rec.get("metadata") or {}
+    sample = {"id": str(meta.get("id") or f"holdout-{line}"), "function_code": rec["input"],
+              "generated_tests": rec["output"], "reference_tests": rec["output"],
+              "metadata": {**meta, "generation": {"generator": "reference", "source": str(source)}}}
+    if not standalone and has_location(meta):
+        sample.update(in_crate_sample(meta, rec["input"]))
+        tests = meta.get("in_crate_tests")
+        sample["generated_tests"] = tests if isinstance(tests, str) and tests.strip() else with_test_imports(rec["output"])
+    return sample
+
+
+def write_reference_samples(holdout: Path, out: Path, limit: int, *, standalone: bool = False) -> None:
     """The corpus's own tests as if generated: same evaluator, the rubric's 'top' for comparison."""
     rows = []
     for line in iter_jsonl(holdout):
@@ -209,27 +256,25 @@ def write_reference_samples(holdout: Path, out: Path, limit: int) -> None:
         rec = line.value
         if not isinstance(rec, dict) or not isinstance(rec.get("input"), str) or not isinstance(rec.get("output"), str):
             raise ReportError(f"{holdout}:{line.line}: a corpus record needs string fields 'input' and 'output'")
-        meta = rec.get("metadata") or {}
-        rows.append({"id": str(meta.get("id") or f"holdout-{line.line}"), "function_code": rec["input"],
-                     "generated_tests": rec["output"], "reference_tests": rec["output"],
-                     "metadata": {**meta, "generation": {"generator": "reference", "source": str(holdout)}}})
+        rows.append(reference_sample(rec, line.line, holdout, standalone=standalone))
         if len(rows) >= limit:
             break
     write_atomic(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))  # as the generator writes its samples
 
 
-def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPUS / "holdout.jsonl") -> Plan:
+def reference_plan(experiment: Path | None, *, limit: int, holdout: Path = CORPUS / "holdout.jsonl", standalone: bool = False) -> Plan:
     eval_dir = (Path(experiment) / "evaluation-reference") if experiment else REFERENCE_DIR / "evaluation"
+    eval_dir = _standalone_dir(eval_dir) if standalone else eval_dir
     samples = eval_dir / "generated.jsonl"
     stages = [
         corpus_stage(holdout),
-        Stage("reference-samples", action=lambda: write_reference_samples(holdout, samples, limit), needs=["corpus"],
-              check_output=samples),
+        Stage("reference-samples", action=lambda: write_reference_samples(holdout, samples, limit, standalone=standalone),
+              needs=["corpus"], check_output=samples),
         Stage("evaluate", _evaluate(samples, eval_dir),
               done=_reuse_file(eval_dir / SUMMARY_FILE, newer_than=samples) if experiment else _never(),
               needs=["reference-samples"], check_output=eval_dir / SUMMARY_FILE),
     ]
-    return Plan("reference", None, None, eval_dir, samples, None, holdout, stages)
+    return Plan("reference", None, None, eval_dir, samples, None, holdout, stages, standalone)
 
 
 # ---------------------------------------------------------------- running

@@ -54,6 +54,23 @@ def test_good_tests_pass_kill_mutants_and_cover_the_function(evaluated):
 
 
 @pytest.mark.slow
+def test_standalone_gain_is_the_no_test_delta(evaluated):
+    """A standalone crate has no tests of its own: existing = the no-test baseline, so the gain is the old delta."""
+    summary, rec, _ = evaluated
+    measured = [r for r in rec.values() if r["line_coverage"] is not None]
+    assert len(measured) >= 4 and all(r["line_coverage_gain"] > 0 for r in measured)
+    for r in measured:
+        assert (r["line_coverage_existing"], r["branch_coverage_existing"]) == (r["baseline_line_coverage"], r["baseline_branch_coverage"])
+        assert (r["line_coverage_with_generated"], r["branch_coverage_with_generated"]) == (r["line_coverage"], r["branch_coverage"])
+        assert r["line_coverage_gain"] == r["line_coverage"] - r["baseline_line_coverage"]
+        if r["branch_coverage"] is not None:
+            assert r["branch_coverage_gain"] == r["branch_coverage"] - r["baseline_branch_coverage"]
+    assert summary["line_coverage_gain"] == summary["line_coverage_delta"] > 0
+    assert summary["branch_coverage_gain"] == summary["branch_coverage_delta"] > 0
+    assert summary["coverage_improved_samples"] == len(measured)
+
+
+@pytest.mark.slow
 def test_weak_tests_pass_but_kill_nothing(evaluated):
     weak = evaluated[1]["weak"]
     assert weak["passes"] and weak["mutation_score"] == 0.0 and weak["mutants"]["survived"] == 3

@@ -143,6 +143,19 @@ def test_summary_counts_every_sample_and_failure():
     assert s["failures_by_reason"] == {"input": 1}
 
 
+def test_summary_gain_counts_unmeasured_samples_as_zero_and_improved_samples_over_n():
+    def rec(sid: str, **fields) -> SampleRecord:
+        return empty_record(sid, 1) | {"line_coverage": 1.0, "baseline_line_coverage": 0.0, **fields}
+    records = [rec("adds-a-branch", line_coverage_gain=0.0, branch_coverage_gain=0.5, function_branches=2),
+               rec("adds-lines", line_coverage_gain=0.25, function_branches=0),
+               rec("repeats", line_coverage_gain=0.0, branch_coverage_gain=0.0, function_branches=2),
+               empty_record("unmeasured", 4)]
+    s = summarize(records, wall_seconds=1.0, jobs=1, toolchain="rustc test")
+    assert s["line_coverage_gain"] == 0.25 / 4 and s["line_coverage_delta"] == 3 / 4
+    assert s["branch_coverage_gain"] == 0.5 / 3  # `adds-lines` has no branch; `unmeasured` counts as 0
+    assert s["coverage_improved_samples"] == 2 and s["coverage_improved_rate"] == 0.5
+
+
 def test_records_and_summaries_carry_exactly_their_declared_fields():
     rec = empty_record("a", 1)
     assert list(rec) == list(SampleRecord.__annotations__)

@@ -5,6 +5,8 @@
     scan        one parsed file -> its test units and candidate functions
     standalone  could a function and its tests compile in a fresh crate? (`self_contained`)
     pairing     each candidate with the tests that call it, as one record
-    splits      train/validation/test by hash, and the edge-case holdout
+    in_crate    where the function is in its crate, and its tests as a module appended there
+    context     the crate context a prompt may show: use lines, the types the function names
+    splits      train/validation/test by hash, and the edge-case holdout of whole crates
     build       the whole build and `python -m trainer corpus build` (writes the files)
 """

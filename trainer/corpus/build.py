@@ -10,7 +10,8 @@ when a pair counts as `self_contained` are heuristics, documented at the functio
 implement them.
 
 Writes `train/validation/test.jsonl` (split by a hash of the record id), `holdout.jsonl`
-(four edge-case categories, removed from the splits: `splits`) and `corpus_report.json`.
+(four edge-case categories from whole crates held out of the splits: `splits`) and
+`corpus_report.json`. Every record says where its function is in its crate (`in_crate`).
 Same sources and seed give byte-identical files: sorted traversal, sorted keys, no clocks.
 """
 
@@ -25,7 +26,15 @@ from pathlib import Path
 from trainer.corpus.crates import DEFAULT_CRATE_LIST, Crate, read_crate_list, select_crates
 from trainer.corpus.pairing import MAX_FUNCTION_CHARS, pair_crate
 from trainer.corpus.scan import MAX_TESTS_CHARS
-from trainer.corpus.splits import HOLDOUT_CATEGORIES, HOLDOUT_PER_CATEGORY, SPLITS, select_holdout, split_of
+from trainer.corpus.splits import (
+    HOLDOUT_CATEGORIES,
+    HOLDOUT_MAX_SHARE,
+    HOLDOUT_PER_CATEGORY,
+    SPLITS,
+    holdout_targets,
+    select_holdout,
+    split_of,
+)
 from trainer.errors import TrainerError
 from trainer.files import write_atomic, write_json_atomic, write_jsonl_atomic
 
@@ -45,7 +54,7 @@ def _new_report(source: Path, seed: int, missing: list[str]) -> dict:
         "crates": {}, "skipped_files": [], "functions_scanned": 0,
         "skipped_functions": Counter({"tests_too_large": 0, "function_too_large": 0, "duplicate_input": 0}),
         "bounds": {"max_function_chars": MAX_FUNCTION_CHARS, "max_tests_chars": MAX_TESTS_CHARS,
-                   "holdout_per_category": HOLDOUT_PER_CATEGORY, "split_percent": dict(SPLITS)},
+                   "holdout_per_category": HOLDOUT_PER_CATEGORY, "holdout_max_share": HOLDOUT_MAX_SHARE, "split_percent": dict(SPLITS)},
     }
 
 
@@ -65,26 +74,22 @@ def _pair_all(selected: list[Crate], report: dict) -> list[dict]:
     return records
 
 
-def _assign(records: list[dict], holdout: dict[str, list[dict]], seed: int) -> tuple[dict[str, list[dict]], list[dict], int]:
-    """(the split records by split name, the holdout records in id order, how many records
-    were dropped because their tests are a holdout record's answer)."""
-    held = {r["metadata"]["id"] for rs in holdout.values() for r in rs}
-    held_tests = {k for rs in holdout.values() for r in rs for k in r["_tests"]}
+def _assign(records: list[dict], held_crates: list[str], holdout: dict[str, list[dict]],
+            seed: int) -> tuple[dict[str, list[dict]], list[dict]]:
+    """(the split records by split name, the holdout records); no record of a held-out crate
+    is in a split. Holdout order interleaves the categories (the first of each, then the
+    second of each, ...), so its first N records are as balanced as N allows."""
+    held = set(held_crates)
     splits: dict[str, list[dict]] = {name: [] for name, _ in SPLITS}
-    leaked = 0
     for rec in records:
-        if rec["metadata"]["id"] in held:
-            continue
-        if held_tests.intersection(rec["_tests"]):  # its tests are a holdout answer
-            leaked += 1
-            continue
-        splits[split_of(rec["metadata"]["id"], seed)].append(rec)
+        if rec["metadata"]["crate"] not in held:
+            splits[split_of(rec["metadata"]["id"], seed)].append(rec)
     holdout_records = []
-    for category, recs in holdout.items():
-        for rec in recs:
-            holdout_records.append({**rec, "metadata": {**rec["metadata"], "holdout_category": category}})
-    holdout_records.sort(key=lambda r: r["metadata"]["id"])
-    return splits, holdout_records, leaked
+    for rank in range(max(map(len, holdout.values()), default=0)):
+        for category, recs in holdout.items():
+            if rank < len(recs):
+                holdout_records.append({**recs[rank], "metadata": {**recs[rank]["metadata"], "holdout_category": category}})
+    return splits, holdout_records
 
 
 def _count(report: dict, records: list[dict], splits: dict[str, list[dict]], holdout_records: list[dict]) -> None:
@@ -95,6 +100,8 @@ def _count(report: dict, records: list[dict], splits: dict[str, list[dict]], hol
     report["splits"] = {name: len(recs) for name, recs in splits.items()}
     report["holdout"] = {c: sum(r["metadata"]["holdout_category"] == c for r in holdout_records) for c in HOLDOUT_CATEGORIES}
     report["holdout_total"] = len(holdout_records)
+    held = set(report["holdout_crates"])
+    report["held_out_not_in_holdout"] = sum(r["metadata"]["crate"] in held for r in records) - len(holdout_records)
     report["category_pairs"] = {c: sum(c in r["metadata"]["categories"] for r in records) for c in HOLDOUT_CATEGORIES}
     report["self_contained"] = sum(r["metadata"]["self_contained"] for r in records)
     report["self_contained_by_split"] = {name: sum(r["metadata"]["self_contained"] for r in recs)
@@ -112,13 +119,15 @@ def build_corpus(source: Path, out: Path, *, crates: list[str] | str | None = No
     _check_writable(out)
     report = _new_report(source, seed, missing)
     records = _pair_all(selected, report)
-    splits, holdout_records, leaked = _assign(records, select_holdout(records, seed), seed)
-    for rec in records + holdout_records:
-        rec.pop("_tests", None)
+    held_crates, holdout = select_holdout(records, seed)
+    splits, holdout_records = _assign(records, held_crates, holdout, seed)
     for name, recs in [*splits.items(), ("holdout", holdout_records)]:
         # sorted keys, so the files do not depend on the order the record's fields were filled in
         write_jsonl_atomic(out / f"{name}.jsonl", recs, sort_keys=True)
-    report["skipped_functions"]["shares_tests_with_holdout"] = leaked
+    report["holdout_crates"] = sorted(held_crates)
+    for name, entry in report["crates"].items():
+        entry["held_out"] = name in report["holdout_crates"]
+    report["holdout_targets"] = holdout_targets(records)
     _count(report, records, splits, holdout_records)
     write_json_atomic(out / "corpus_report.json", report)
     return report
@@ -131,7 +140,7 @@ def _summary(report: dict, out: Path, seconds: float) -> str:
     lines = [
         f"corpus: {report['pairs']} pairs from {len(report['crates'])} crates in {seconds:.1f}s -> {out}",
         f"  splits: {splits}",
-        f"  holdout: {holdout}",
+        f"  holdout: {holdout} (from {len(report['holdout_crates'])} held-out crates: {', '.join(report['holdout_crates'])})",
         f"  self-contained: {report['self_contained']}; with proptest: {report['with_proptest']}",
         f"  skipped files: {skipped} {report['skipped_file_reasons'] or ''}".rstrip(),
         f"  skipped functions: {report['skipped_functions']}",

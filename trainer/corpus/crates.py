@@ -6,6 +6,7 @@ Crates are laid out as Debian ships them: `<source>/<crate>-<version>/`.
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,20 @@ class Crate:
     name: str
     version: str
     path: Path
+
+
+def lib_names(crate: Crate) -> set[str]:
+    """The names the crate's own code and tests call it by: `foo_bar` for `foo-bar`, and the
+    `[lib] name` of its Cargo.toml when it sets one."""
+    names = {crate.name.replace("-", "_")}
+    try:
+        manifest = tomllib.loads((crate.path / "Cargo.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return names
+    lib = manifest.get("lib")
+    if isinstance(lib, dict) and isinstance(lib.get("name"), str):
+        names.add(lib["name"])
+    return names
 
 
 def version_key(version: str) -> tuple:

@@ -10,7 +10,9 @@ import sys
 from collections import Counter
 
 from trainer.corpus import rust_ast
-from trainer.corpus.crates import Crate, normalized_name
+from trainer.corpus.context import crate_context
+from trainer.corpus.crates import Crate, lib_names, normalized_name
+from trainer.corpus.in_crate import function_span, in_crate_tests
 from trainer.corpus.scan import MAX_TESTS_CHARS, Candidate, FileFacts, TestUnit, scan_file
 from trainer.corpus.splits import holdout_categories
 from trainer.corpus.standalone import self_contained, std_uses
@@ -57,7 +59,7 @@ def _tests_for(candidate: Candidate, pool: list[TestUnit]) -> tuple[list[TestUni
     return chosen, len(hits)
 
 
-def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[TestUnit]) -> dict:
+def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[TestUnit], names: set[str]) -> dict:
     flags = rust_ast.categories(candidate.node)
     uses = std_uses(candidate, tests)
     return {
@@ -67,7 +69,11 @@ def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[Tes
             "id": f"{normalized_name(crate.name)}/{candidate.file}::{candidate.qualname}#{occurrence}",
             "crate": crate.name,
             "crate_version": crate.version,
+            "crate_dir": str(crate.path),
             "file": candidate.file,
+            "function_span": function_span(candidate),
+            "in_crate_tests": in_crate_tests(candidate, tests, names),
+            "crate_context": crate_context(candidate),
             "function": candidate.qualname,
             "owner": candidate.owner,
             "cyclomatic_complexity": rust_ast.cyclomatic_complexity(candidate.node),
@@ -78,7 +84,6 @@ def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[Tes
             "self_contained": self_contained(candidate, tests, uses),
             "std_uses": [u.text for u in uses],
         },
-        "_tests": [t.key for t in tests],  # internal: holdout leak check, removed before writing
     }
 
 
@@ -113,6 +118,7 @@ def pair_crate(crate: Crate, report: dict) -> list[dict]:
     """All (function, tests) records of one crate, in id order; counts skips into `report`."""
     files = scan_crate(crate, report)
     shared_pool = [t for rel, facts in files.items() if _is_test_path(rel) for t in facts.tests]
+    names = lib_names(crate)
     records = []
     for rel, facts in files.items():
         pool = facts.tests + [t for t in shared_pool if t.file != rel]
@@ -130,5 +136,5 @@ def pair_crate(crate: Crate, report: dict) -> list[dict]:
             if len(cand.source) > MAX_FUNCTION_CHARS:
                 report["skipped_functions"]["function_too_large"] += 1
                 continue
-            records.append(_record(crate, cand, occurrence, tests))
+            records.append(_record(crate, cand, occurrence, tests, names))
     return sorted(records, key=lambda r: r["metadata"]["id"])

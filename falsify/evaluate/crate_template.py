@@ -1,0 +1,155 @@
+"""Compile a crate's dependencies once (per crate, version, manifest, features, toolchain) and lend them to its samples.
+
+The template of a crate is its pristine copy (no generated tests) built the way a sample
+is built, kept in the cache (`cache_dir()/crates/<key>/`). It is built in the sandbox as
+the sample's uid, in a staging directory of the run (the crate's build scripts are code
+we did not write, and the cache under root's home is out of the uid's reach), then handed
+to root, made read-only and renamed into the cache. A sample's target directory is hard
+links to it (crate.link_target), so cargo finds the dependencies Fresh; the sample cannot
+change them (the files are root's and not writable by any sandbox uid) and the crate's own
+artifacts are not linked at all, so its own build always starts from its own sources.
+
+A crate whose pristine copy does not build offline gives every sample of it the same
+one-line problem; that is remembered for the run, not in the cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.files import write_json_atomic
+
+from .crate import RUN_DIRS, BuildResult, Workspace
+from .incrate import CrateCopy, write_copy
+from .sandbox import Limits
+
+MARKER = "template.json"
+
+
+@dataclass
+class CrateTemplate:
+    """The template a sample links its target to, or why the crate does not build offline."""
+
+    dir: Path | None
+    problem: str | None = None
+    built_now: bool = False                 # this sample paid for the build
+    seconds: float = 0.0                    # how long the template's build took (when built_now)
+
+
+def first_error(build: BuildResult, limits: Limits, limit: int = 300) -> str:
+    """The first error cargo or rustc reported (or the harness's reason for stopping it), on one line."""
+    problem = build.run.problem(limits)
+    if problem:
+        return problem
+    for line in build.run.stdout.splitlines():
+        if line.startswith("{") and '"level":"error"' in line.replace(" ", ""):
+            try:
+                message = json.loads(line)["message"]
+            except (json.JSONDecodeError, KeyError):
+                continue
+            spans = [s for s in message.get("spans", []) if s.get("is_primary")]
+            where = f" at {spans[0]['file_name']}:{spans[0]['line_start']}" if spans else ""
+            return (message.get("message", "") + where)[:limit]
+    errors = [ln.strip() for ln in build.run.stderr.splitlines() if ln.strip().startswith("error")]
+    text = errors[0] if errors else (build.run.stderr.strip().splitlines() or ["no output"])[-1]
+    return text[:limit]
+
+
+def own_artifacts(copy: CrateCopy) -> Callable[[Path], bool]:
+    """Whether a template target path is the crate's own (its fingerprint, build script dir, rlib, test binary)."""
+    names = "|".join(re.escape(n) for n in {copy.name, copy.lib_name, copy.name.replace("-", "_")})
+    pattern = re.compile(rf"^(lib)?({names})-[0-9a-f]{{16}}(\..+)?$")
+    return lambda rel: bool(pattern.match(rel.name))
+
+
+def _hand_to_root(top: Path, uid: int) -> str | None:
+    """Every file and directory under `top` becomes root's, readable by all and writable by no one else.
+
+    Only what the build uid or we wrote is touched: anything else, or a root file with another
+    hard link (the build may have linked to a file outside), is refused, so that the chown and
+    chmod here can never reach a file outside the template. Returns why it refused, or None.
+    """
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames, ""]:
+            path = Path(dirpath) / name if name else Path(dirpath)
+            st = os.lstat(path)
+            if st.st_uid not in (0, uid) or (st.st_uid == 0 and stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+                return f"the build left {path.relative_to(top)}, which it did not write (owner {st.st_uid}, {st.st_nlink} links)"
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames, ""]:
+            path = Path(dirpath) / name if name else Path(dirpath)
+            os.lchown(path, 0, 0)
+            if not path.is_symlink():
+                path.chmod(os.lstat(path).st_mode & 0o755)
+    return None
+
+
+class CrateTemplates:
+    """The crate templates of one evaluation run (builds under a per-key lock, shared across processes)."""
+
+    def __init__(self, ws: Workspace, staging: Path, *, coverage: bool):
+        self.ws = ws
+        self.root = ws.root / "crates"
+        self.staging = staging
+        self.coverage = coverage
+        self.toolchain = ws.toolchain.rustc_version
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, copy: CrateCopy, uid: int) -> CrateTemplate:
+        """The crate's template, built now (as `uid`, sandboxed) unless the cache already has it."""
+        key = copy.template_key(self.toolchain, self.coverage)
+        final = self.root / key
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per key, across threads and evaluator processes
+            with self._lock:
+                failed = self._failed.get(key)
+            if failed is not None:
+                return CrateTemplate(None, failed)
+            if (final / MARKER).is_file():
+                return CrateTemplate(final)
+            template = self._build(copy, key, final, uid)
+            if template.problem is not None:
+                with self._lock:
+                    self._failed[key] = template.problem
+            return template
+
+    def _build(self, copy: CrateCopy, key: str, final: Path, uid: int) -> CrateTemplate:
+        start = time.monotonic()
+        stage = self.staging / key
+        shutil.rmtree(stage, ignore_errors=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.staging, 0o711)
+        write_copy(copy, stage, with_tests=False)
+        self.ws.prepare_build_dirs(stage, uid, None)
+        build = self.ws.build_tests(stage, uid=uid, coverage=self.coverage, target=copy.target)
+        if not build.success:
+            shutil.rmtree(stage, ignore_errors=True)
+            return CrateTemplate(None, f"the crate {copy.name} {copy.version} does not build offline as it is "
+                                       f"(before the generated tests were added): {first_error(build, self.ws.build_limits)}")
+        clippy = self.ws.clippy(stage, uid=uid, target=copy.target) if self.ws.toolchain.has_clippy else None
+        for sub in (".toolchain", *RUN_DIRS):
+            shutil.rmtree(stage / sub, ignore_errors=True)
+        refused = _hand_to_root(stage, uid)
+        if refused is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            return CrateTemplate(None, f"the template of {copy.name} {copy.version} was refused: {refused}")
+        seconds = round(time.monotonic() - start, 3)
+        write_json_atomic(stage / MARKER, {"crate": copy.name, "version": copy.version, "features": list(copy.features),
+                                           "toolchain": self.toolchain, "coverage": self.coverage,
+                                           "compiled": build.units(fresh=False), "seconds": seconds,
+                                           "clippy": None if clippy is None else clippy.success})
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.move(stage, final)  # a rename: the staging area and the cache share a filesystem for the hard links
+        return CrateTemplate(final, built_now=True, seconds=seconds)

@@ -1,0 +1,49 @@
+//! Decimal digits, through a private helper type that wraps itoa.
+
+/// Private to the crate: a function that uses it only compiles inside the crate.
+struct Decimal {
+    buffer: itoa::Buffer,
+}
+
+impl Decimal {
+    fn new() -> Self {
+        Decimal { buffer: itoa::Buffer::new() }
+    }
+
+    fn render(&mut self, n: u64) -> &str {
+        self.buffer.format(n)
+    }
+}
+
+pub fn digit_count(n: u64) -> usize {
+    let mut decimal = Decimal::new();
+    decimal.render(n).len()
+}
+
+pub fn digit_sum(n: u64) -> u32 {
+    let mut decimal = Decimal::new();
+    decimal.render(n).bytes().map(|b| u32::from(b - b'0')).sum()
+}
+
+#[cfg(all(feature = "wide", not(feature = "no-such-feature")))]
+pub fn widest(a: u64, b: u64) -> u64 {
+    if digit_count(a) >= digit_count(b) {
+        a
+    } else {
+        b
+    }
+}
+
+#[cfg(not(feature = "wide"))]
+pub fn widest(a: u64, _b: u64) -> u64 {
+    a
+}
+
+/// One branch per digit class: the crate's own test (src/tests.rs) covers "single" only.
+pub fn digit_class(n: u64) -> &'static str {
+    if digit_count(n) == 1 {
+        "single"
+    } else {
+        "multi"
+    }
+}

@@ -1,0 +1,290 @@
+"""In-crate evaluation: where a function sits in its crate, and its tests as an appended module.
+
+The evaluator judges a sample inside its real crate: it checks that `function_code` appears
+verbatim in `crate.file` and appends `generated_tests` to that file as the body of
+`#[cfg(test)] mod rtf_generated_<hash> { ... }`. So a record carries the function's span
+(the verbatim text is read back from the file), and `in_crate_tests`: its tests rewritten
+for that module. The tests' `use` lines (those of the module they sat in) are kept, with
+`super::`/`self::` paths made to reach the same modules from the new module, and the
+crate's own name (integration tests in `tests/` say `mycrate::x`) becomes `crate::`.
+Non-test items of the tests' module that they name (helpers) travel with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from tree_sitter import Node
+
+from trainer.corpus import rust_ast
+from trainer.corpus.scan import Candidate, TestUnit, mentions
+from trainer.errors import TrainerError
+
+# Items of a test module that tests may lean on (helpers); copied when a test names them.
+_SUPPORT_KINDS = {"function_item", "struct_item", "enum_item", "const_item", "static_item", "type_item",
+                  "macro_definition", "union_item", "trait_item"}
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHAIN_WORD = re.compile(r"(self|super|crate)(?:::|$)")
+
+
+def function_span(candidate: Candidate) -> dict[str, int]:
+    """Byte range (end exclusive) and 1-based lines (end inclusive) of the function in its file."""
+    node = candidate.node
+    return {"start_byte": node.start_byte, "end_byte": node.end_byte,
+            "start_line": node.start_point[0] + 1, "end_line": node.end_point[0] + 1}
+
+
+def module_path(rel: str) -> list[str] | None:
+    """The module a crate file is (`src/a/b.rs` -> ["a", "b"], `src/lib.rs` -> []); None
+    for files outside `src/` or under `src/bin/`: integration tests, separate crates."""
+    parts = rel.split("/")
+    if parts[0] != "src" or len(parts) < 2 or parts[1] == "bin":
+        return None
+    parts = parts[1:]
+    parts[-1] = parts[-1].removesuffix(".rs")
+    if parts[-1] in ("mod", "lib", "main") and (parts[-1] == "mod" or len(parts) == 1):
+        parts = parts[:-1]
+    return parts
+
+
+def _inline_modules(node: Node) -> list[str]:
+    """Names of the `mod name { ... }` blocks around `node` in its file, outermost first."""
+    names = []
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "mod_item":
+            names.append(rust_ast.function_name(parent))
+        parent = parent.parent
+    return names[::-1]
+
+
+def _scope(node: Node) -> Node:
+    """The body of the module `node` sits in: the innermost `mod { ... }`, or the file."""
+    parent = node.parent
+    while parent.type != "source_file" and not (parent.type == "declaration_list" and parent.parent.type == "mod_item"):
+        parent = parent.parent
+    return parent
+
+
+class _Paths:
+    """Rewrites the paths of one test unit so they mean the same from the appended module."""
+
+    def __init__(self, unit: TestUnit, target: list[str] | None, lib_names: set[str]):
+        base = module_path(unit.file)
+        self.scope = None if base is None else base + _inline_modules(unit.nodes[0])
+        self.target = target  # the function's module: the appended module's parent
+        self.lib_names = lib_names
+
+    def render(self, path: list[str]) -> str:
+        if path == self.target:
+            return "super"
+        return "crate" + "".join(f"::{p}" for p in path)
+
+    def use_line(self, argument: str, local_modules: set[str]) -> str | None:
+        """The `use` line for `argument` (`super::*`) in the appended module, None to drop it."""
+        head = _WORD.match(argument)
+        word = head[0] if head else ""
+        if word in self.lib_names and argument[len(word):].startswith("::"):
+            return f"use {self.render([])}::{argument[len(word) + 2:]};"
+        if word in local_modules:
+            return None  # a module of the tests' own (`mod common;`): not there
+        if word not in ("self", "super", "crate"):
+            return f"use {argument};"  # an extern crate or std: the same path from anywhere
+        if self.scope is None:
+            return None  # `crate::`/`super::` of an integration test: its own helpers
+        path, rest = list(self.scope), argument
+        while (m := _CHAIN_WORD.match(rest)) is not None:
+            path = [] if m[1] == "crate" else path[:-1] if m[1] == "super" else path
+            rest = rest[m.end():]
+        if not rest or path[:len(self.scope)] == self.scope:
+            return None  # the test module's own items: copied as helpers when used
+        return f"use {self.render(path)}::{rest};"
+
+    def body(self, text: str) -> str:
+        if self.scope is None:
+            for lib in sorted(self.lib_names):
+                text = re.sub(rf"(?<![\w:])(?:::)?{lib}::", "crate::", text)
+                text = re.sub(rf"^\s*extern crate {lib};\s*$\n?", "", text, flags=re.M)
+            return text
+        scope = self.scope
+
+        def up(match: re.Match) -> str:
+            levels = match[1].count("super")
+            return self.render(scope[:len(scope) - levels] if levels <= len(scope) else []) + "::"
+        return re.sub(r"(?<![\w:])((?:super::)+)", up, text)
+
+
+def _scope_uses(scope: Node) -> tuple[list[tuple[str, str]], set[str]]:
+    """(each `use` path of the scope, one name a path, with the `#[...]` lines above its
+    declaration; the names of the modules the scope declares)."""
+    uses = []
+    for child in scope.named_children:
+        if child.type == "use_declaration":
+            attrs = item_text(child)[:-len(rust_ast.text(child))]
+            argument = child.child_by_field_name("argument")
+            uses += [(attrs, path) for path in _expand(rust_ast.text(argument) if argument is not None else "")]
+    return uses, {rust_ast.function_name(c) for c in scope.named_children if c.type == "mod_item"}
+
+
+def _top_level_split(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _expand(tree: str) -> list[str]:
+    """A use tree as one path per name: `a::{self, b::{c, d as e}}` -> a, a::b::c, a::b::d as e.
+    One path a line lets two tests' imports be merged without importing a name twice."""
+    tree = " ".join(tree.split())
+    if not tree.endswith("}"):
+        return [tree] if tree else []
+    brace = tree.index("{")
+    prefix = tree[:brace].strip().removesuffix("::")
+    paths = []
+    for part in _top_level_split(tree[brace + 1:-1]):
+        for sub in _expand(part):
+            if sub == "self" or sub.startswith("self as "):
+                paths.append(prefix + sub[4:])
+            else:
+                paths.append(f"{prefix}::{sub}" if prefix else sub)
+    return paths
+
+
+def _bound_name(path: str) -> str | None:
+    """The name `use path;` binds (None for globs and `as _`)."""
+    name = path.split(" as ")[-1] if " as " in path else path.split("::")[-1]
+    return None if name in ("*", "_") else name
+
+
+def item_text(node: Node) -> str:
+    """The item with the `#[...]` lines written directly above it."""
+    attrs = []
+    sibling = node.prev_named_sibling
+    while sibling is not None and sibling.type == "attribute_item":
+        attrs.append(rust_ast.text(sibling))
+        sibling = sibling.prev_named_sibling
+    return "\n".join([*reversed(attrs), rust_ast.text(node)])
+
+
+def _support(scope: Node, wanted: set[str], unit_nodes: set[int]) -> list[tuple[str, Node]]:
+    """(name, node) of the non-test items in `scope` that `wanted` names, and what they name."""
+    items = {}
+    for child in scope.named_children:
+        if child.id in unit_nodes or (child.type == "function_item" and rust_ast.is_test_function(child)):
+            continue
+        if child.type in _SUPPORT_KINDS and rust_ast.function_name(child):
+            items.setdefault(rust_ast.function_name(child), child)
+        elif child.type == "impl_item":
+            items.setdefault("impl " + rust_ast.text(child.child_by_field_name("type")).split("<")[0], child)
+    chosen: dict[str, Node] = {}
+    frontier = set(wanted)
+    while frontier:
+        found = {n: items[n] for n in frontier if n in items and n not in chosen}
+        found.update({k: v for k, v in items.items() if k.startswith("impl ") and k[5:] in found and k not in chosen})
+        chosen.update(found)
+        frontier = set().union(*(mentions(n) for n in found.values())) if found else set()
+    order = {node.id: i for i, node in enumerate(scope.named_children)}
+    return sorted(chosen.items(), key=lambda kv: order[kv[1].id])
+
+
+def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str]) -> str:
+    """The body of the module the evaluator appends to the function's file: use lines,
+    helpers, then the tests (as in `output`; a test named like an earlier one gets `_2`),
+    each rewritten to mean the same there."""
+    target = module_path(candidate.file)
+    uses: list[tuple[str, str]] = []  # (attributes, use line)
+    support: dict[str, str] = {}
+    bodies, test_names = [], set()
+    for unit in tests:
+        source, names = unit.source, set(unit.name.split(","))
+        if names & test_names and unit.nodes[0].type == "function_item":  # same-named tests of two files
+            renamed = next(f"{unit.name}_{n}" for n in range(2, 1000) if f"{unit.name}_{n}" not in test_names)
+            source, names = re.sub(rf"\bfn {unit.name}\b", f"fn {renamed}", source, count=1), {renamed}
+        elif names & test_names:
+            continue  # a proptest block or test macro whose names are taken: left out
+        test_names |= names
+        paths = _Paths(unit, target, lib_names)
+        scope = _scope(unit.nodes[0])
+        if paths.scope is not None and paths.scope == target:  # tests written among the function's own items
+            uses.append(("", "use super::*;"))
+        else:
+            arguments, local_modules = _scope_uses(scope)
+            uses += [(attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
+            for name, node in _support(scope, unit.names | unit.calls, {n.id for n in unit.nodes}):
+                support.setdefault(name, paths.body(item_text(node)))
+        bodies.append(paths.body(source))
+    kept, seen = [], set(support)
+    for attrs, line in dict.fromkeys(uses):
+        name = _bound_name(line.removeprefix("use ").removesuffix(";"))
+        if name is None or name not in seen:
+            kept.append(attrs + line)
+            seen.add(name)
+    parts = ["\n".join(kept), *support.values(), *bodies]
+    return "\n\n".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------- samples, for the generators
+
+class CrateSourceError(TrainerError):
+    """A record's crate location does not lead back to its function."""
+
+
+def has_location(meta: dict) -> bool:
+    """Whether a record says where its function is (corpus records do; hand-made ones may not)."""
+    return isinstance(meta.get("crate_dir"), str) and isinstance(meta.get("file"), str) and isinstance(meta.get("function_span"), dict)
+
+
+def verbatim_function(meta: dict, prompt_code: str) -> str:
+    """The function's text read from its crate file at `function_span`, checked against the
+    record (same tokens as `prompt_code`, same first line); raises CrateSourceError."""
+    ident, path = meta.get("id", "?"), Path(meta["crate_dir"]) / meta["file"]
+    span = meta["function_span"]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CrateSourceError(f"{ident}: cannot read crate file {path} (metadata.file): {exc.strerror}") from None
+    start, end = span.get("start_byte"), span.get("end_byte")
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(data)):
+        raise CrateSourceError(f"{ident}: metadata.function_span {start}..{end} is outside {path} ({len(data)} bytes)")
+    text = data[start:end].decode("utf-8", errors="replace")
+    if "".join(text.split()) != "".join(prompt_code.split()) or data[:start].count(b"\n") + 1 != span.get("start_line"):
+        raise CrateSourceError(f"{ident}: {path} at metadata.function_span does not hold the record's function")
+    return text
+
+
+def in_crate_sample(meta: dict, prompt_code: str) -> dict:
+    """A sample's in-crate fields: `function_code` read verbatim from the crate file, and
+    `crate` (where the evaluator finds the crate and the file). If the file no longer holds
+    the function, the record's own text is sent: the evaluator then reports that sample's
+    problem and the run goes on."""
+    try:
+        code = verbatim_function(meta, prompt_code)
+    except CrateSourceError as exc:
+        logging.getLogger("trainer").warning("%s", exc)
+        code = prompt_code
+    return {"function_code": code, "crate": {"dir": meta["crate_dir"], "file": meta["file"]}}
+
+
+def without_location(record: dict) -> dict:
+    """The record with its crate location removed: the generators then write standalone samples."""
+    meta = {k: v for k, v in (record.get("metadata") or {}).items() if k not in ("crate_dir", "function_span")}
+    return {**record, "metadata": meta}
+
+
+def with_test_imports(tests: str) -> str:
+    """Generated tests for the appended module: the model learns bare tests (as in `output`),
+    so the imports a `mod tests` would have are added unless the text already has them."""
+    head = []
+    if not tests.strip():
+        return tests  # nothing generated: left for the evaluator to report
+    if not re.search(r"^\s*use super::\*;", tests, re.M):
+        head.append("use super::*;")
+    if re.search(r"\bprop(test!|_assert)", tests) and "proptest::prelude" not in tests:
+        head.append("use proptest::prelude::*;")
+    return "\n".join(head) + "\n\n" + tests if head else tests
