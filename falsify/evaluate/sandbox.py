@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,15 @@ def run_sandboxed(argv: list[str], *, cwd: Path, uid: int, limits: Limits, env: 
     """Run `argv` in `cwd` as `uid` under the limits; never raises for what the command does."""
     cmd = command_line(argv, uid=uid, limits=limits, binds=binds)
     _kill_everything(None, uid)  # leftovers of an earlier run in this slot would eat its process quota
+    private_tmp = Path(tempfile.mkdtemp(prefix=f"rtf-tmp-{uid}-"))  # TMPDIR: the linker's and the tests' temp files
+    os.chown(private_tmp, uid, uid)
+    try:
+        return _run(cmd, cwd=cwd, uid=uid, limits=limits, env={**env, "TMPDIR": str(private_tmp)})
+    finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)  # after every process of the uid is gone: nothing stays behind
+
+
+def _run(cmd: list[str], *, cwd: Path, uid: int, limits: Limits, env: dict[str, str]) -> RunResult:
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)

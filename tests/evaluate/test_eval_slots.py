@@ -28,3 +28,26 @@ def test_two_concurrent_evaluations_both_judge_correctly():
              for _ in range(3)]
     results = [(p.wait(timeout=600), p.stdout.read()) for p in procs]
     assert all(rc == 0 for rc, _ in results), results
+
+
+def test_temp_files_of_a_run_do_not_outlive_it(tmp_path):
+    """The linker (cc) and the tests write temp files: each run gets its own TMPDIR, removed after it."""
+    import os
+
+    from falsify.evaluate.run import SandboxSlots
+    from falsify.evaluate.sandbox import Limits, run_sandboxed, sandbox_uid
+
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root")
+    os.chmod(tmp_path, 0o755)
+    slots = SandboxSlots(1)
+    try:
+        with slots.lend() as slot:
+            uid = sandbox_uid(slot)
+            run = run_sandboxed(["sh", "-c", 'echo leak > "$TMPDIR/cc-temp" && echo "$TMPDIR"'], cwd=tmp_path, uid=uid,
+                                limits=Limits(wall_s=10), env={"PATH": "/usr/bin:/bin"})
+    finally:
+        slots.release()
+    assert run.returncode == 0, run.stderr
+    private = run.stdout.strip()
+    assert private.startswith("/tmp/rtf-tmp-") and not os.path.exists(private)
