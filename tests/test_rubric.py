@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from falsify.evaluate.verdict import SUMMARY_FIELDS
+from falsify.evaluate.summary import SUMMARY_FIELDS
 from falsify.report.evidence import Evidence
 from falsify.report.rubric import CATEGORIES, ITEMS, RUBRIC_VERSION, grade, score
 

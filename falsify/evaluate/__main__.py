@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from .run import evaluate_samples
+from .summary import SUMMARY_FILE
 from .toolchain import ToolchainMissing
-from .verdict import SAMPLES_FILE, SUMMARY_FILE
+from .verdict import SAMPLES_FILE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,12 +37,11 @@ from .mutation_runner import run_schema
 from .prepare import PreparedCrate, in_crate_place, prepare_in_crate, prepare_standalone
 from .samples import InputProblem, Sample, from_dicts, read_samples
 from .sandbox import Limits, run_sandboxed, sandbox_uid
+from .summary import SUMMARY_FILE, Summary, summarize
 from .toolchain import Toolchain, ToolchainMissing, find_toolchain
 from .verdict import (
     SAMPLES_FILE,
-    SUMMARY_FILE,
     SampleRecord,
-    Summary,
     empty_record,
     record_build,
     record_clippy,
@@ -55,7 +54,6 @@ from .verdict import (
     record_reruns,
     record_static_analysis,
     record_tests,
-    summarize,
     timed,
 )
 
@@ -67,6 +65,7 @@ class Options:
     test_timeout: float = 30.0
     build_timeout: float = 120.0
     reruns: int = 3          # test runs of a passing sample, in all; one that fails any of them is flaky
+    static_refusal: bool = True  # off only in tests that prove the run-time layers catch what it would refuse
 
     @property
     def test_limits(self) -> Limits:
@@ -209,7 +208,7 @@ class Evaluator:
         rustfmt = ws.rustfmt(sample_dir, uid=uid, file=crate.parse_file, edition=crate.edition)
         if not record_parse(rec, rustfmt, first_syntax_error(crate.parse_source), opts.build_limits):
             return
-        if crate.refused:
+        if crate.refused and opts.static_refusal:
             record_refusal(rec, crate.refused)
             return
         with timed(rec, "build"):
@@ -255,7 +254,7 @@ class Evaluator:
 
 def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, jobs: int | None = None,
                      mutation: bool = True, coverage: bool = True, timeout: float = 30.0,
-                     build_timeout: float = 120.0, reruns: int = 3) -> Summary:
+                     build_timeout: float = 120.0, reruns: int = 3, static_refusal: bool = True) -> Summary:
     """Evaluate samples (a list of dicts or a samples.jsonl path); write and return the summary.
 
     Raises ToolchainMissing when cargo, llvm-22 or the sandbox tools are unavailable.
@@ -264,7 +263,7 @@ def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, j
     check_sandbox()
     items = read_samples(Path(samples)) if isinstance(samples, (str, Path)) else from_dicts(samples)
     options = Options(mutation=mutation, coverage=coverage, test_timeout=timeout, build_timeout=build_timeout,
-                      reruns=max(1, reruns))
+                      reruns=max(1, reruns), static_refusal=static_refusal)
     evaluator = Evaluator(toolchain, jobs or os.cpu_count() or 1, options)
     t0 = time.monotonic()
     try:

@@ -53,10 +53,11 @@ class RunResult:
     timed_out: bool
     output_exceeded: bool
     seconds: float
+    disk_exceeded: bool = False  # the run wrote more than its directory's cap (reason `disk_limit`)
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.output_exceeded
+        return self.returncode == 0 and not self.timed_out and not self.output_exceeded and not self.disk_exceeded
 
     def problem(self, limits: Limits) -> str | None:
         """A one-line reason when the harness had to stop the run, else None."""
@@ -64,6 +65,8 @@ class RunResult:
             return f"timeout after {limits.wall_s:g} s wall time"
         if self.output_exceeded:
             return f"output exceeded {limits.output_bytes} bytes; killed"
+        if self.disk_exceeded:
+            return "disk limit: the run wrote more than its directory's cap"
         return None
 
 

@@ -1,4 +1,4 @@
-"""The per-sample record and the summary over all records: their schema and the code that writes them.
+"""The per-sample record (samples.jsonl): its schema and the code that fills it, one recorder per stage.
 
 Field names are a contract: other tools read them, README documents each. A sample that
 could not be evaluated (bad input line, refused code) still gets a full record, with
@@ -9,7 +9,6 @@ a failure kind and reasons.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +28,9 @@ if TYPE_CHECKING:
     from .sandbox import Limits, RunResult
 
 SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
-SUMMARY_FILE = "summary.json"    # ... and the summary over them
 
-FailureKind = Literal["input", "refused", "crate_build", "parse", "compile", "no_tests", "test_failure", "flaky", "timeout",
-                      "output", "internal"]
+FailureKind = Literal["input", "refused", "forbidden_construct", "crate_build", "parse", "compile", "no_tests",
+                      "test_failure", "harness_bypassed", "flaky", "timeout", "output", "disk_limit", "internal"]
 
 
 class MutantCounts(TypedDict):
@@ -113,61 +111,6 @@ class SampleRecord(TypedDict):
     seconds: float
     timings: dict[str, float]    # seconds per stage: build, test, coverage, clippy, mutation
     reasons: list[str]
-
-
-class RubricSummary(TypedDict):
-    """The summary fields the rubric scores; falsify.report refuses a summary.json without one."""
-
-    n: int
-    compile_rate: float | None
-    pass_rate: float | None
-    mutation_score: float | None
-    line_coverage_gain: float | None
-    branch_coverage_gain: float | None
-    bleu4: float | None
-    codebleu: float | None
-    trivial_assertion_rate: float | None
-    parse_rate: float | None
-    clippy_clean_rate: float | None
-    link_rate: float | None
-    descriptive_name_rate: float | None
-    comment_rate: float | None
-    proptest_strategy_rate: float | None
-    category_counts: dict[str, int]
-    category_pass_counts: dict[str, int]
-    seconds_median: float | None
-    no_assertion_rate: float | None
-    function_result_assertion_rate: float | None
-    edge_case_rate: float | None
-
-
-class Summary(RubricSummary):
-    """summary.json: the scored fields, the counts behind them, and the run's environment."""
-
-    failures: int
-    failures_by_reason: dict[str, int]
-    clippy_samples: int
-    mutation_samples_run: int
-    mutants: dict[str, int]      # pooled killed, survived, timeout, unviable
-    mean_sample_mutation_score: float | None
-    coverage_samples: int
-    reference_samples: int
-    seconds_total: float
-    in_crate_samples: int        # samples judged inside their crate
-    flaky_samples: int           # samples that passed a run but not every run (failure `flaky`)
-    flaky_rate: float | None     # flaky_samples / samples that passed their first run
-    line_coverage_delta: float | None    # mean of (with tests - no-test baseline): plain coverage, not scored
-    branch_coverage_delta: float | None
-    coverage_improved_samples: int      # samples whose tests raise the line or branch coverage of the existing tests
-    coverage_improved_rate: float | None  # coverage_improved_samples / n (TestGen-LLM's "improves coverage" filter)
-    test_runs: int               # runs a passing sample gets (1 + reruns)
-    wall_seconds: float          # the whole run, from the first sample to the last
-    jobs: int                    # samples evaluated in parallel
-    toolchain: str               # `rustc --version`
-
-
-# Fields every summary.json carries; readers (falsify.report) refuse a summary without one.
-SUMMARY_FIELDS: tuple[str, ...] = tuple(RubricSummary.__annotations__)
 
 
 def empty_record(sample_id: str, line: int) -> SampleRecord:
@@ -283,7 +226,8 @@ def tests_failure(report: LibtestReport, limits: Limits) -> tuple[FailureKind, s
     run = report.run
     problem = run.problem(limits)
     if problem:
-        return ("timeout" if run.timed_out else "output"), "tests: " + problem
+        kind: FailureKind = "timeout" if run.timed_out else ("disk_limit" if run.disk_exceeded else "output")
+        return kind, "tests: " + problem
     if report.failing_tests:
         return "test_failure", "failing tests: " + ", ".join(report.failing_tests)
     if run.returncode != 0:
@@ -379,90 +323,3 @@ def record_mutation(rec: SampleRecord, result: MutationResult) -> None:
     for k, verdict in sorted(result.verdicts.items()):
         if verdict in ("survived", "timeout"):
             rec["reasons"].append(f"mutant {verdict}: {result.descriptions[k]}")
-
-
-# ---- the summary over all records ------------------------------------------------------------
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _rate(hits: int, total: int) -> float | None:
-    return hits / total if total else None
-
-
-def _difference(after: float | None, before: float | None) -> float:
-    """A coverage delta; 0 when either side was never measured (did not compile, bad input): it gained nothing."""
-    return after - before if after is not None and before is not None else 0.0
-
-
-def _improves_coverage(rec: SampleRecord) -> bool:
-    """TestGen-LLM's filter: the generated tests cover a line or a branch outcome that the existing tests do not."""
-    return (rec["line_coverage_gain"] or 0.0) > 0 or (rec["branch_coverage_gain"] or 0.0) > 0
-
-
-def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, toolchain: str, test_runs: int = 1) -> Summary:
-    """The summary over every record (README, "summary.json"), with the run's wall time and environment."""
-    n = len(records)
-    ok = [r for r in records if r["compiles"] and r["passes"]]
-    ran = [r for r in records if r["mutation_score"] is not None]
-    killed = sum(r["mutants"]["killed"] for r in ran)
-    survived = sum(r["mutants"]["survived"] for r in ran)
-    timeout = sum(r["mutants"]["timeout"] for r in ran)
-    unviable = sum(r["mutants"]["unviable"] for r in ran)
-    # Deltas (over the no-test baseline) and gains (over the existing tests): a sample whose tests were
-    # never measured (did not compile, bad input) gained nothing, so it counts as 0 rather than vanishing.
-    line_deltas = [_difference(r["line_coverage"], r["baseline_line_coverage"]) for r in records]
-    branch_deltas = [_difference(r["branch_coverage"], r["baseline_branch_coverage"]) for r in records if r["function_branches"] != 0]
-    improved = sum(_improves_coverage(r) for r in records)
-    with_ref = [r for r in records if r["bleu4"] is not None]
-    asserts = sum(r["assertions"]["count"] for r in records)
-    weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] for r in records)
-    names = sum(r["test_names"]["count"] for r in records)
-    clippy = [r for r in records if r["clippy_warnings"] is not None]
-    failures: dict[str, int] = {}
-    for r in records:
-        if r["failure"]:
-            failures[r["failure"]] = failures.get(r["failure"], 0) + 1
-    return {
-        "n": n,
-        "failures": sum(1 for r in records if r["failure"]),
-        "parse_rate": _rate(sum(r["parses"] for r in records), n),
-        "compile_rate": _rate(sum(r["compiles"] for r in records), n),
-        "link_rate": _rate(sum(r["links"] for r in records), n),
-        "pass_rate": _rate(len(ok), n),
-        "clippy_clean_rate": _rate(sum(r["clippy_warnings"] == 0 for r in clippy), len(clippy)),
-        "clippy_samples": len(clippy),
-        "mutation_score": _rate(killed, killed + survived + timeout),
-        "mutation_samples_run": len(ran),
-        "mutants": {"killed": killed, "survived": survived, "timeout": timeout, "unviable": unviable},
-        "mean_sample_mutation_score": _mean([r["mutation_score"] for r in ran]),
-        "line_coverage_delta": _mean(line_deltas),
-        "branch_coverage_delta": _mean(branch_deltas),
-        "coverage_samples": sum(r["line_coverage"] is not None for r in records),
-        "line_coverage_gain": _mean([r["line_coverage_gain"] or 0.0 for r in records]),
-        "branch_coverage_gain": _mean([r["branch_coverage_gain"] or 0.0 for r in records if r["function_branches"] != 0]),
-        "coverage_improved_samples": improved,
-        "coverage_improved_rate": _rate(improved, n),
-        "bleu4": _mean([r["bleu4"] for r in with_ref]),
-        "codebleu": _mean([r["codebleu"] for r in with_ref if r["codebleu"] is not None]),
-        "reference_samples": len(with_ref),
-        "trivial_assertion_rate": _rate(weak, asserts),
-        "no_assertion_rate": _rate(sum(r["assertions"]["count"] == 0 for r in records), n),
-        "function_result_assertion_rate": _rate(sum(r["assertions"]["uses_function_result"] for r in records), asserts),
-        "descriptive_name_rate": _rate(sum(r["test_names"]["descriptive"] for r in records), names),
-        "comment_rate": _rate(sum(r["has_comments"] for r in records), n),
-        "proptest_strategy_rate": _rate(sum(bool(r["proptest_strategies"]) for r in records), n),
-        "edge_case_rate": _rate(sum(bool(r["edge_cases"]) for r in records), n),
-        "category_counts": {c: sum(r["categories"][c] for r in records) for c in CATEGORIES},
-        "category_pass_counts": {c: sum(r["categories"][c] for r in ok) for c in CATEGORIES},
-        "seconds_median": statistics.median([r["seconds"] for r in records]) if records else None,
-        "seconds_total": sum(r["seconds"] for r in records),
-        "failures_by_reason": failures,
-        "in_crate_samples": sum(r["crate"] is not None for r in records),
-        "flaky_samples": failures.get("flaky", 0),
-        "flaky_rate": _rate(failures.get("flaky", 0), failures.get("flaky", 0) + len(ok)),
-        "test_runs": test_runs,
-        "wall_seconds": wall_seconds,
-        "jobs": jobs,
-        "toolchain": toolchain,
-    }

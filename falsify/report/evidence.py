@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from falsify.evaluate.verdict import SUMMARY_FIELDS
+from falsify.evaluate.summary import SUMMARY_FIELDS
 from trainer.experiment import ExperimentPaths, sha256_of_dir
 from trainer.files import JsonlError, read_jsonl
 from trainer.monitor.store import StoreError, read_curves

@@ -26,7 +26,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from falsify.evaluate.verdict import SAMPLES_FILE, SUMMARY_FILE
+from falsify.evaluate.summary import SUMMARY_FILE
+from falsify.evaluate.verdict import SAMPLES_FILE
 from falsify.report.evidence import ReportError
 from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports, without_location
 from trainer.experiment import ExperimentPaths

@@ -10,7 +10,8 @@ from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_GOOD, CLAMP_WEAK, SIGN, SUM
 from falsify.evaluate import assertions, codebleu, coverage, mutation_operators
 from falsify.evaluate.crate import assemble, refusal
 from falsify.evaluate.samples import InputProblem, Sample, from_dicts, read_samples
-from falsify.evaluate.verdict import SUMMARY_FIELDS, SampleRecord, Summary, empty_record, summarize
+from falsify.evaluate.summary import SUMMARY_FIELDS, Summary, summarize
+from falsify.evaluate.verdict import SampleRecord, empty_record
 
 
 def test_bad_lines_become_problems_with_line_numbers(tmp_path):
