@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORPUS := experiments/corpus
-SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -v '^#' trainer/corpus/crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
+SYSTEM_PACKAGES := librust-proptest-dev llvm-22 tmux chromium $(shell grep -hv '^#' trainer/corpus/crates.txt trainer/corpus/dev-crates.txt 2>/dev/null | sed 's/^/librust-/; s/$$/-dev/')
 
 .PHONY: setup system venv corpus train report test tier1 tier2 tier3 lint bench bench-tier1 clean
 
 setup: system venv
 
-## System packages (Debian): the Rust crates of the corpus, proptest for generated tests,
+## System packages (Debian): the Rust crates of the corpus and their dev-dependencies, proptest for generated tests,
 ## llvm-22 for coverage, tmux for the monitor test, chromium for the HTML report test.
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

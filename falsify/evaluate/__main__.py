@@ -1,4 +1,5 @@
-"""CLI: python -m falsify.evaluate --samples FILE.jsonl --out DIR [--jobs N] [--no-mutation] [--no-coverage] [--reruns N]."""
+"""CLI: python -m falsify.evaluate --samples FILE.jsonl --out DIR [--jobs N] [--no-mutation] [--no-coverage] [--reruns N]
+[--disk-limit-mb N]."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-timeout", type=float, default=120.0, help="wall-time limit of one build, seconds (default 120)")
     ap.add_argument("--reruns", type=int, default=3,
                     help="test runs of a passing sample in all; failing any makes it flaky (default 3, 1 = no rerun)")
+    ap.add_argument("--disk-limit-mb", type=int, default=256,
+                    help="MiB one test run may write in its sample's dirs; more ends it as disk_limit (default 256)")
     args = ap.parse_args(argv)
     if not args.samples.is_file():
         print(f"error: samples file not found: {args.samples}", file=sys.stderr)
@@ -31,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    if args.disk_limit_mb < 1:
+        print(f"error: --disk-limit-mb must be at least 1, got {args.disk_limit_mb}", file=sys.stderr)
+        return 2
     if args.reruns < 1:
         print(f"error: --reruns must be at least 1, got {args.reruns}", file=sys.stderr)
         return 2
     try:
         summary = evaluate_samples(args.samples, args.out, jobs=args.jobs, mutation=not args.no_mutation,
                                    coverage=not args.no_coverage, timeout=args.timeout, build_timeout=args.build_timeout,
-                                   reruns=args.reruns)
+                                   reruns=args.reruns, disk_limit_mb=args.disk_limit_mb)
     except ToolchainMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

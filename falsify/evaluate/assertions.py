@@ -20,11 +20,18 @@ _EQ_MACROS = {m for m in ASSERT_MACROS if m.endswith(("_eq", "_ne"))}
 _LEAF_LITERALS = {"integer_literal", "float_literal", "boolean_literal", "string_literal", "char_literal",
                   "raw_string_literal", "true", "false", "string_content"}
 _NAME_PREFIXES = re.compile(r"^(test|tests|it|prop|proptest|check|should)_?")
+# Calls whose closure's panic does not fail the test unless their result is unwrapped or asserted on.
+_PANIC_CATCHERS = {"catch_unwind", "spawn"}
+_DISCARDING = {"ok", "is_ok", "is_err", "join"}   # `catch_unwind(..).is_err();`: the result is dropped
+_PANIC_MACROS = {"panic", "unreachable", "todo", "unimplemented"}
+_PANICKING_UNWRAP = re.compile(r"^(?:Option(?:\s*::\s*<[^>]*>)?\s*::\s*)?None(?:\s*::\s*<[^>]*>)?\s*\.\s*(?:unwrap|expect)\s*\("
+                               r"|^(?:Result\s*::\s*)?Err(?:\s*::\s*<[^>]*>)?\s*\(.*\)\s*\.\s*(?:unwrap|expect)\s*\(", re.S)
 
 
 @dataclass
 class TestFacts:
-    assertions: dict = field(default_factory=dict)   # count, trivial, tautological, uses_function_result
+    assertions: dict = field(default_factory=dict)   # count, trivial, tautological, cannot_fail, uses_function_result
+    cannot_fail: list[str] = field(default_factory=list)  # what cannot fail, and where, in words
     calls_function: bool = False                      # the tests call a function defined in function_code
     test_names: dict = field(default_factory=dict)    # count, descriptive, names
     has_comments: bool = False
@@ -129,7 +136,9 @@ def analyse(tests: str, function_code: str) -> TestFacts:
         leaves = [t for arg in value_args for t in arg]
         if _calls(leaves, fn_names) or any(t.type == "identifier" and rust_ast.text(t) in bound for t in leaves):
             uses += 1
-    facts.assertions = {"count": count, "trivial": trivial, "tautological": taut, "uses_function_result": uses}
+    facts.cannot_fail = swallowed_assertions(root) + self_panicking_tests(root)
+    facts.assertions = {"count": count, "trivial": trivial, "tautological": taut, "cannot_fail": len(facts.cannot_fail),
+                        "uses_function_result": uses}
     facts.calls_function = _calls(_leaves(root), fn_names)
     names = _test_names(root)
     facts.test_names = {"count": len(names), "descriptive": sum(map(is_descriptive, names)), "names": names}
@@ -140,10 +149,99 @@ def analyse(tests: str, function_code: str) -> TestFacts:
 
 
 def _is_tautology(macro: str, value_args: list[list[Node]]) -> bool:
-    """`assert_eq!(x, x)` (identical arguments) or `assert!(x == x)` (a self-comparison)."""
+    """`assert_eq!(x, x)`, `assert_eq!(f(1), f(1))` (identical arguments), `assert!(x == x)` (a self-comparison)
+    or `assert!(... || true)` (an operand that is always true)."""
     if macro in _EQ_MACROS:
         return len(value_args) == 2 and _norm(value_args[0]) == _norm(value_args[1])
-    return bool(value_args) and _self_compare(value_args[0])
+    return bool(value_args) and (_self_compare(value_args[0]) or _or_true(value_args[0]))
+
+
+def _or_true(tokens: list[Node]) -> bool:
+    """A top-level `||` operand that is the literal `true`: `x == 3 || true`, `true || x == 3`."""
+    operands: list[list[str]] = [[]]
+    depth = 0
+    for tok in tokens:
+        t = rust_ast.text(tok)
+        depth += (t in "([{") - (t in ")]}") if len(t) == 1 else 0
+        if t == "||" and depth == 0:
+            operands.append([])
+        else:
+            operands[-1].append(t)
+    return len(operands) > 1 and ["true"] in operands
+
+
+def _closing(toks: list[Node], open_at: int) -> int:
+    """The index of the bracket that closes `toks[open_at]` (or the last token)."""
+    depth = 0
+    for k in range(open_at, len(toks)):
+        t = rust_ast.text(toks[k])
+        depth += (t in "([{") - (t in ")]}") if len(t) == 1 else 0
+        if depth == 0:
+            return k
+    return len(toks) - 1
+
+
+def _assert_spans(toks: list[Node]) -> list[tuple[int, int]]:
+    """Token index ranges of every assertion macro's arguments, in the flat token list."""
+    return [(k, _closing(toks, k + 2)) for k in range(len(toks) - 2)
+            if rust_ast.text(toks[k]) in ASSERT_MACROS and toks[k + 1].type == "!"]
+
+
+def _result_dropped(toks: list[Node], start: int, end: int) -> bool:
+    """The call `toks[start..=end]` is a statement whose result is dropped (`let _ = ..`, `..;`, `..ok();`)."""
+    before = [rust_ast.text(t) for t in toks[max(0, start - 3):start]]
+    if before[-1:] == ["="]:
+        return before[-2:-1] == ["_"]   # `let r = ...` keeps it: r may be asserted on later
+    after = [rust_ast.text(t) for t in toks[end + 1:end + 5]]
+    return after[:1] == [";"] or (after[:1] == ["."] and after[1:2] and after[1] in _DISCARDING
+                                  and after[2:4] == ["(", ")"] and toks[end + 5:end + 6] != []
+                                  and rust_ast.text(toks[end + 5]) == ";")
+
+
+def swallowed_assertions(root: Node) -> list[str]:
+    """Assertions inside a catch_unwind (or thread::spawn) closure whose result is dropped: their panic is swallowed."""
+    toks = _leaves(root)
+    spans = _assert_spans(toks)
+    notes = []
+    for i, tok in enumerate(toks[:-1]):
+        if rust_ast.text(tok) not in _PANIC_CATCHERS or rust_ast.text(toks[i + 1]) != "(":
+            continue
+        end = _closing(toks, i + 1)
+        start = i
+        while start >= 2 and rust_ast.text(toks[start - 1]) == "::":
+            start -= 2
+        if any(lo < i <= hi for lo, hi in spans) or not _result_dropped(toks, start, end):
+            continue
+        for lo, _ in spans:
+            if i < lo < end:
+                notes.append(f"{rust_ast.text(toks[lo])}! at line {toks[lo].start_point[0] + 1} runs inside "
+                             f"{rust_ast.text(tok)} and its result is dropped: its panic is swallowed")
+    return notes
+
+
+def self_panicking_tests(root: Node) -> list[str]:
+    """#[should_panic] tests whose body panics on its own (panic!, None.unwrap()): they pass whatever the function does."""
+    notes = []
+    for fn in (n for n in rust_ast.walk(root) if n.type == "function_item"):
+        body = fn.child_by_field_name("body")
+        if body is None or not any("should_panic" in a for a in rust_ast.attributes_of(fn)):
+            continue
+        for stmt in body.named_children:
+            expr = stmt.child_by_field_name("value") if stmt.type == "let_declaration" else stmt
+            expr = expr.named_children[0] if expr is not None and expr.type == "expression_statement" else expr
+            if expr is not None and _panics_itself(expr):
+                notes.append(f"#[should_panic] test {rust_ast.function_name(fn)} panics on its own "
+                             f"(`{rust_ast.text(expr)[:40]}` at line {expr.start_point[0] + 1})")
+                break
+    return notes
+
+
+def _panics_itself(expr: Node) -> bool:
+    if expr.type == "macro_invocation":
+        name = rust_ast.text(expr.child_by_field_name("macro")).split("::")[-1]
+        args = rust_ast.text(expr)[len(rust_ast.text(expr.child_by_field_name("macro"))) + 1:].strip("()[]{} \n")
+        return name in _PANIC_MACROS or (name in ("assert", "debug_assert") and args.split(",")[0].strip() == "false")
+    return bool(_PANICKING_UNWRAP.match(rust_ast.text(expr)))
 
 
 def _norm(tokens: list[Node]) -> str:

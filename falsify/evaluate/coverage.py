@@ -108,11 +108,11 @@ def measure(llvm_profdata: Path, llvm_cov: Path, executable: Path, prof_dirs: tu
         return None, "no coverage profile written (the test binary did not exit normally)"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
     run = run_sandboxed([str(llvm_profdata), "merge", "-sparse", "-o", str(merged), *map(str, raws)],
-                        cwd=cwd, uid=uid, limits=TOOL_LIMITS, env=env)
+                        cwd=cwd, uid=uid, limits=TOOL_LIMITS, env=env, writable=(merged.parent,))
     if not run.ok:
         return None, "llvm-profdata-22 merge failed: " + (run.problem(TOOL_LIMITS) or run.stderr.strip()[-300:])
     run = run_sandboxed([str(llvm_cov), "export", "-format=lcov", f"-instr-profile={merged}", str(executable)],
-                        cwd=cwd, uid=uid, limits=TOOL_LIMITS, env=env)
+                        cwd=cwd, uid=uid, limits=TOOL_LIMITS, env=env, writable=())
     if not run.ok:
         return None, "llvm-cov-22 export failed: " + (run.problem(TOOL_LIMITS) or run.stderr.strip()[-300:])
     return parse_lcov(run.stdout, source_file, lines), None

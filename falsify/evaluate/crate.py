@@ -74,10 +74,6 @@ BUILD_LIMITS = Limits(wall_s=120, cpu_s=240, memory_bytes=6 << 30, file_bytes=1 
 # baseline, reruns, the crate's existing tests, both merged) and the test binary's working directories.
 RUN_DIRS = ("prof", "prof-base", "prof-rerun", "prof-existing", "prof-both", "run", "run-existing")
 
-# Macros and attributes that make the compiler read files: generated tests have no files
-# to read, and a build must not copy host files into the binary.
-FILE_READING = ("include", "include_str", "include_bytes")
-
 
 def cache_dir() -> Path:
     root = os.environ.get("RTF_CACHE_DIR")
@@ -132,21 +128,6 @@ def assemble(function_code: str, generated_tests: str, helper: str = "") -> Layo
     start = len(head.encode())
     source = head + tests
     return Layout(source, (1, n_lines), (start, len(source.encode())))
-
-
-def refusal(code: str) -> str | None:
-    """Why this code is refused before any build (compile-time file access), or None."""
-    tree = rust_ast.parse(code)
-    for node in rust_ast.walk(tree.root_node):
-        if node.type == "macro_invocation":
-            name = rust_ast.text(node.child_by_field_name("macro")).split("::")[-1]
-            if name in FILE_READING:
-                return f"refused: {name}! reads files at compile time (line {node.start_point[0] + 1})"
-        if node.type == "attribute_item" and rust_ast.text(node).replace(" ", "").startswith("#[path"):
-            return f"refused: #[path] attribute loads another file (line {node.start_point[0] + 1})"
-        if node.type == "mod_item" and node.child_by_field_name("body") is None:
-            return f"refused: `{rust_ast.text(node).strip()}` loads another file (line {node.start_point[0] + 1})"
-    return None
 
 
 def first_syntax_error(source: str) -> str | None:
@@ -346,7 +327,7 @@ class Workspace:
         if rustc_args:
             argv += ["--", *rustc_args]
         run = run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=limits, env=env,
-                            binds=((self.toolchain.sysroot, mount),))
+                            binds=((self.toolchain.sysroot, mount),), writable=(sample_dir,))
         diags, exe, success, artifacts = parse_cargo_json(run.stdout, target)
         return BuildResult(run, success and run.ok, exe, diags, artifacts)
 
@@ -369,7 +350,7 @@ class Workspace:
         mount = sample_dir / ".toolchain"
         argv = [str(mount / "bin" / "rustfmt"), "--edition", edition, "--emit", "stdout", file]
         return run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=self.build_limits,
-                             env=self._env(sample_dir, mount), binds=((self.toolchain.sysroot, mount),))
+                             env=self._env(sample_dir, mount), binds=((self.toolchain.sysroot, mount),), writable=(sample_dir,))
 
     def clippy(self, sample_dir: Path, *, uid: int, target: CargoTarget = STANDALONE) -> BuildResult:
         """clippy on the test build: the sample crate's tests, or an in-crate copy's lib in test mode."""

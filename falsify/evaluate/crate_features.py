@@ -5,11 +5,17 @@ inner `#![cfg(...)]` of its file, or on the `mod` declaration that brings its fi
 not in the default build, so its tests would silently not exist. We read those `cfg`
 predicates with tree-sitter and collect the features that make them true: `feature = "x"`,
 every branch of `all(...)`, the first feature branch of `any(...)`; nothing under `not(...)`.
+
+Crates like tokio gate whole modules with their own cfg macros (`cfg_fs! { pub mod fs; }`,
+where `macro_rules! cfg_fs` puts `#[cfg(feature = "fs")]` on each item): a `macro_rules!`
+of the crate whose body holds cfg attributes counts as those attributes wherever it is
+invoked around the function or around its file's `mod` declaration.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from tree_sitter import Node
@@ -49,6 +55,56 @@ def _parse(tokens: list[str], i: int) -> tuple[list[str], int]:
     return [], i + 1
 
 
+_CFG_IN_MACRO = re.compile(r"#\s*\[\s*cfg\s*\(")
+
+
+def _balanced(text: str, open_at: int) -> str:
+    """The text inside the parentheses that open at `open_at`."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_at + 1:i]
+    return text[open_at + 1:]
+
+
+@lru_cache(maxsize=64)
+def cfg_macros(crate_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The crate's `macro_rules!` that put cfg attributes on what they wrap: name -> the features those need."""
+    found: dict[str, tuple[str, ...]] = {}
+    for path in sorted((crate_dir / "src").rglob("*.rs")):
+        try:
+            source = path.read_bytes()
+        except OSError:
+            continue
+        if b"macro_rules!" not in source:
+            continue
+        for node in rust_ast.walk(rust_ast.parse(source).root_node):
+            if node.type != "macro_definition" or node.child_by_field_name("name") is None:
+                continue
+            body = rust_ast.text(node)
+            preds = [_balanced(body, m.end() - 1) for m in _CFG_IN_MACRO.finditer(body)]
+            features = tuple(dict.fromkeys(f for pred in preds for f in predicate_features(pred)))
+            if features:
+                found[rust_ast.text(node.child_by_field_name("name"))] = features
+    return found
+
+
+def _invoked_macro(node: Node) -> str | None:
+    if node.type != "macro_invocation":
+        return None
+    name = node.child_by_field_name("macro")
+    return rust_ast.text(name).split("::")[-1] if name is not None else None
+
+
+def excluded_features(predicate: str) -> list[str]:
+    """Features under a `not(...)` of a cfg predicate: enabling one of them could switch the code off."""
+    found = []
+    for m in re.finditer(r"\bnot\s*\(", predicate):
+        found += re.findall(r'\bfeature\s*=\s*"([^"]+)"', _balanced(predicate, m.end() - 1))
+    return list(dict.fromkeys(found))
+
+
 def _cfg_predicates(attributes: list[str]) -> list[str]:
     """The predicate text of each `#[cfg(...)]` / `#![cfg(...)]` attribute."""
     found = []
@@ -73,10 +129,15 @@ def _enclosing_attributes(root: Node, start: int, end: int) -> list[str]:
     return attrs
 
 
-def features_at(source: bytes, start: int, end: int) -> list[str]:
-    """Features the cfg attributes around bytes start..end of one file need."""
+def features_at(source: bytes, start: int, end: int, macros: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Features the cfg attributes (and the crate's cfg `macros`) around bytes start..end of one file need."""
     root = rust_ast.parse(source).root_node
-    return [f for pred in _cfg_predicates(_enclosing_attributes(root, start, end)) for f in predicate_features(pred)]
+    found = [f for pred in _cfg_predicates(_enclosing_attributes(root, start, end)) for f in predicate_features(pred)]
+    node = root.descendant_for_byte_range(start, max(start, end - 1))
+    while macros and node is not None:
+        found += macros.get(_invoked_macro(node) or "", ())
+        node = node.parent
+    return found
 
 
 def _declaring_file(crate_dir: Path, lib_file: str, file: str) -> tuple[str, str] | None:
@@ -96,17 +157,32 @@ def _declaring_file(crate_dir: Path, lib_file: str, file: str) -> tuple[str, str
 
 
 def _mod_declaration(source: bytes, name: str) -> Node | None:
+    """`mod name;` in `source`: the item, or the `mod` token inside a macro's token tree (`cfg_fs! { pub mod fs; }`)."""
     for node in rust_ast.walk(rust_ast.parse(source).root_node):
         if node.type == "mod_item" and node.child_by_field_name("body") is None:
             ident = node.child_by_field_name("name")
             if ident is not None and rust_ast.text(ident) == name:
                 return node
+        if node.type == "token_tree":
+            kids = node.children
+            for a, b, c in zip(kids, kids[1:], kids[2:], strict=False):
+                if rust_ast.text(a) == "mod" and rust_ast.text(b) == name and rust_ast.text(c) == ";":
+                    return a
     return None
+
+
+def features_excluded(crate_dir: Path, file: str, start: int, end: int) -> list[str]:
+    """Features whose `not(...)` guards bytes start..end of `file` (`#[cfg(not(feature = "std"))]` on the function):
+    an all-features build must leave them off, or the function is not compiled."""
+    root = rust_ast.parse((crate_dir / file).read_bytes()).root_node
+    return list(dict.fromkeys(f for pred in _cfg_predicates(_enclosing_attributes(root, start, end))
+                              for f in excluded_features(pred)))
 
 
 def features_needed(crate_dir: Path, lib_file: str, file: str, start: int, end: int) -> list[str]:
     """Features for bytes start..end of `file`, then for each `mod` declaration up the chain to the crate root."""
-    needed = features_at((crate_dir / file).read_bytes(), start, end)
+    macros = cfg_macros(crate_dir)
+    needed = features_at((crate_dir / file).read_bytes(), start, end, macros)
     current, seen = file, {file}
     while (parent := _declaring_file(crate_dir, lib_file, current)) is not None and parent[0] not in seen:
         parent_file, module = parent
@@ -115,6 +191,6 @@ def features_needed(crate_dir: Path, lib_file: str, file: str, start: int, end: 
         declaration = _mod_declaration(source, module)
         if declaration is None:
             break
-        needed += features_at(source, declaration.start_byte, declaration.end_byte)
+        needed += features_at(source, declaration.start_byte, declaration.end_byte, macros)
         current = parent_file
     return list(dict.fromkeys(needed))

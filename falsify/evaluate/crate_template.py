@@ -11,6 +11,12 @@ artifacts are not linked at all, so its own build always starts from its own sou
 
 A crate whose pristine copy does not build offline gives every sample of it the same
 one-line problem; that is remembered for the run, not in the cache.
+
+Which copy of the crate is built (`CrateTemplates.find`): every feature that resolves offline
+first, then only the features the function needs; within each, the crate's own tests kept,
+then switched off step by step (incrate.OWN_TEST_LEVELS) when they need stripped
+dev-dependencies. A dependency that does not compile with this toolchain takes the features
+that pull it in out of the set, once, instead of failing the crate.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import stat
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +37,10 @@ from pathlib import Path
 from trainer.files import write_json_atomic
 
 from .crate import RUN_DIRS, BuildResult, Workspace
-from .incrate import CrateCopy, write_copy
+from .incrate import OWN_TEST_LEVELS, CrateCopy, plan_copy, write_copy
+from .samples import Sample
 from .sandbox import Limits
+from .toolchain import REGISTRY
 
 MARKER = "template.json"
 
@@ -65,9 +74,24 @@ def first_error(build: BuildResult, limits: Limits, limit: int = 300) -> str:
     return text[:limit]
 
 
-def own_artifacts(copy: CrateCopy) -> Callable[[Path], bool]:
-    """Whether a template target path is the crate's own (its fingerprint, build script dir, rlib, test binary)."""
-    names = "|".join(re.escape(n) for n in {copy.name, copy.lib_name, copy.name.replace("-", "_")})
+def dependents(lock_file: Path, name: str) -> set[str]:
+    """Packages of a Cargo.lock that depend on `name`, directly or not (a dev-dependency built on the crate)."""
+    try:
+        packages = tomllib.loads(lock_file.read_text()).get("package", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+    uses = {p["name"]: {d.split(" ")[0] for d in p.get("dependencies", [])} for p in packages}
+    found: set[str] = set()
+    while new := {pkg for pkg, deps in uses.items() if pkg not in found and pkg != name and deps & (found | {name})}:
+        found |= new
+    return found
+
+
+def own_artifacts(copy: CrateCopy, template_dir: Path | None = None) -> Callable[[Path], bool]:
+    """Whether a template target path is the crate's own (its fingerprint, build script dir, rlib, test binary)
+    or a dependent's: cargo rebuilds those after the crate, and they must not be the template's read-only links."""
+    crate_names = {copy.name} | (dependents(template_dir / "Cargo.lock", copy.name) if template_dir else set())
+    names = "|".join(re.escape(n) for c in sorted(crate_names) for n in {c, c.replace("-", "_")} | {copy.lib_name})
     pattern = re.compile(rf"^(lib)?({names})-[0-9a-f]{{16}}(\..+)?$")
     return lambda rel: bool(pattern.match(rel.name))
 
@@ -105,6 +129,31 @@ class CrateTemplates:
         self.toolchain = ws.toolchain.rustc_version
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def find(self, sample: Sample, located: tuple[Path, str], uid: int) -> tuple[CrateCopy, CrateTemplate]:
+        """The first copy of the sample's crate whose template builds (module docstring), and that template;
+        else the last copy tried and its problem."""
+        copy, template = None, None
+        for all_features in (True, False):
+            without: frozenset[str] = frozenset()
+            levels = list(OWN_TEST_LEVELS)
+            while levels:
+                copy = plan_copy(sample, *located, own_tests=levels[0], all_features=all_features, without=without)
+                template = self.get(copy, uid)
+                if template.problem is None:
+                    return copy, template
+                broken = broken_dependency(template.problem)
+                if broken is not None:
+                    if not all_features or broken in without:
+                        break  # a dependency the function itself needs: no level of own tests helps
+                    without |= {broken}
+                    continue
+                needs_stripped = any(s.startswith("[dev-dependencies]") or ".dev-dependencies]" in s for s in copy.stripped)
+                levels = levels[1:] if needs_stripped else []
+            if copy is not None and copy.features == plan_copy(sample, *located, all_features=False).features:
+                break  # all features were the needed ones: nothing new to try
+        assert copy is not None and template is not None
+        return copy, template
 
     def get(self, copy: CrateCopy, uid: int) -> CrateTemplate:
         """The crate's template, built now (as `uid`, sandboxed) unless the cache already has it."""
@@ -153,3 +202,12 @@ class CrateTemplates:
         shutil.rmtree(final, ignore_errors=True)
         shutil.move(stage, final)  # a rename: the staging area and the cache share a filesystem for the hard links
         return CrateTemplate(final, built_now=True, seconds=seconds)
+
+
+_REGISTRY_CRATE = re.compile(re.escape(str(REGISTRY)) + r"/([A-Za-z0-9_-]+?)-\d+\.\d+\.\d+[^/]*/")
+
+
+def broken_dependency(problem: str) -> str | None:
+    """The registry crate a template's first error is in (a dependency that does not compile here), or None."""
+    m = _REGISTRY_CRATE.search(problem)
+    return m.group(1) if m else None

@@ -23,11 +23,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import tomlkit
+from tree_sitter import Node
 
 from trainer.corpus import rust_ast
 
 from .crate import CargoTarget
-from .crate_features import features_needed
+from .crate_features import features_excluded, features_needed
 from .samples import Sample
 from .toolchain import REGISTRY
 
@@ -57,7 +58,7 @@ class CrateCopy:
     function_lines: tuple[int, int]  # 1-based, inclusive, in `file`
     function_span: tuple[int, int]   # the function's character range in `file` (the same in `source`)
     tests_bytes: tuple[int, int]     # the generated module's byte range in `file`
-    own_tests: bool = True           # False: the crate's own test-only code is switched off (see plan_copy)
+    own_tests: str = "kept"          # or a level of OWN_TEST_LEVELS: how much of the crate's test-only code is off
     rewritten: tuple[tuple[str, str], ...] = ()   # (file, text) of other files changed in the copy
 
     def with_function(self, code: str) -> str:
@@ -79,9 +80,10 @@ class CrateCopy:
         return self.source.encode()[self.tests_bytes[0]:self.tests_bytes[1]].decode()
 
     def template_key(self, toolchain: str, coverage: bool) -> str:
-        """Dependencies are compiled once per crate, version, manifest, features, toolchain and build kind."""
-        text = "\n".join([self.name, self.version, self.manifest, ",".join(self.features), toolchain, str(coverage),
-                          str(self.own_tests)])
+        """Dependencies are compiled once per crate directory, version, manifest, features, toolchain, build kind and
+        own-tests level (two directories may hold crates of one name and version: a fork, a test fixture)."""
+        text = "\n".join([str(self.source_dir), self.name, self.version, self.manifest, ",".join(self.features), toolchain,
+                          str(coverage), self.own_tests])
         return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-{self.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
     def record(self) -> dict:
@@ -171,6 +173,15 @@ def strip_manifest(doc: tomlkit.TOMLDocument, crate_dir: Path) -> list[str]:
         stripped.append("package.workspace (the copy is its own workspace)")
     if "workspace" not in doc:
         doc["workspace"] = tomlkit.table()  # so cargo never climbs to a parent directory's workspace
+    name = str(doc.get("package", {}).get("name", ""))
+    if name and "patch" not in doc:
+        # a dev-dependency that depends on this crate (tokio-stream on tokio) gets this copy, as in the
+        # crate's own workspace, not a second build of it from the registry whose types would not match
+        patch = tomlkit.table(is_super_table=True)
+        patch["crates-io"] = tomlkit.table()
+        patch["crates-io"][name] = tomlkit.inline_table()
+        patch["crates-io"][name]["path"] = "."
+        doc["patch"] = patch
     stripped += [f"{d}/" for d in STRIPPED_DIRS if (crate_dir / d).is_dir()]
     if (crate_dir / "Cargo.lock").is_file():
         stripped.append("Cargo.lock (resolved again offline)")
@@ -183,6 +194,12 @@ def _line_span(text: str, start: int, code: str) -> tuple[int, int]:
 
 
 CFG_ATTRIBUTE = re.compile(r"#!?\[\s*cfg(?:_attr)?\s*\(")
+# `#[test]`, `#[bench]`, `#[tokio::test]`, `#[crate::test]`: a test function outside any cfg(test) module
+TEST_ATTRIBUTE = re.compile(r"#\[\s*(?:\w+\s*::\s*)*(?:test|bench)\s*\]$")
+NEVER = "#[cfg(any())]"
+_TEST_ONLY_ITEMS = ("mod_item", "use_declaration", "extern_crate_declaration")
+# How much of a crate's own test-only code is switched off, in the order prepare tries them.
+OWN_TEST_LEVELS = ("kept", "test_modules_off", "cfg_test_off")
 STRING_LITERAL = re.compile(r'("(?:[^"\\]|\\.)*")')
 
 
@@ -196,30 +213,50 @@ def _test_made_false(attribute: str) -> str:
     return "".join(p if i % 2 else re.sub(r"\btest\b", "any()", p) for i, p in enumerate(parts))
 
 
-def switch_off_cfg_test(text: str) -> tuple[str, int]:
-    """`text` with the `test` predicate of every cfg/cfg_attr attribute made never-true, and how many changed."""
+def _attached_item(attribute: Node) -> Node | None:
+    """The item an outer attribute belongs to: the next sibling that is not an attribute or a comment."""
+    node = attribute.next_named_sibling
+    while node is not None and node.type in ("attribute_item", "line_comment", "block_comment"):
+        node = node.next_named_sibling
+    return node
+
+
+def switch_off_cfg_test(text: str, *, modules_only: bool = False) -> tuple[str, int]:
+    """`text` with the `test` predicate of every cfg/cfg_attr attribute made never-true, and how many changed.
+
+    `modules_only`: only on test modules, `use` and `extern crate` items (and inner attributes, which make a
+    whole file test-only); other test-only items (a const, a helper macro) stay, for the tests that use them.
+
+    A test function (`#[test]`, `#[bench]`, `#[x::test]`) gets `#[cfg(any())]` in place of that
+    attribute: it is compiled under `cargo test` even outside a cfg(test) module, and it uses
+    the cfg(test) items switched off here (chrono 0.4.23 has such tests at module level).
+    """
     data = text.encode()
     spans = []
     for n in rust_ast.walk(rust_ast.parse(data).root_node):
-        if n.type in ("attribute_item", "inner_attribute_item") and CFG_ATTRIBUTE.match(rust_ast.text(n)):
-            new = _test_made_false(rust_ast.text(n))
-            if new != rust_ast.text(n):
+        old = rust_ast.text(n) if n.type in ("attribute_item", "inner_attribute_item") else ""
+        if n.type == "attribute_item" and TEST_ATTRIBUTE.match(old):
+            spans.append((n.start_byte, n.end_byte, NEVER))
+        elif CFG_ATTRIBUTE.match(old) and (new := _test_made_false(old)) != old:
+            item = _attached_item(n) if n.type == "attribute_item" else None
+            if not modules_only or item is None or item.type in _TEST_ONLY_ITEMS:
                 spans.append((n.start_byte, n.end_byte, new))
     for start, end, new in reversed(spans):
         data = data[:start] + new.encode() + data[end:]
     return data.decode(), len(spans)
 
 
-def _without_own_tests(crate_dir: Path, file: str, text: str) -> tuple[str, tuple[tuple[str, str], ...], int]:
+def _without_own_tests(crate_dir: Path, file: str, text: str, level: str) -> tuple[str, tuple[tuple[str, str], ...], int]:
     """The function's file and every other source file with the crate's own test-only code switched off."""
-    function_file, count = switch_off_cfg_test(text)
+    modules_only = level == "test_modules_off"
+    function_file, count = switch_off_cfg_test(text, modules_only=modules_only)
     rewritten = []
     for path in sorted(crate_dir.rglob("*.rs")):
         rel = path.relative_to(crate_dir)
         if rel.as_posix() == file or rel.parts[0] in SKIPPED_DIRS + STRIPPED_DIRS or path.is_symlink():
             continue
         try:
-            new, n = switch_off_cfg_test(path.read_text())
+            new, n = switch_off_cfg_test(path.read_text(), modules_only=modules_only)
         except (UnicodeDecodeError, OSError):
             continue
         if n:
@@ -228,11 +265,69 @@ def _without_own_tests(crate_dir: Path, file: str, text: str) -> tuple[str, tupl
     return function_file, tuple(rewritten), count
 
 
-def plan_copy(sample: Sample, crate_dir: Path, file: str, *, own_tests: bool = True) -> CrateCopy:
+def declared_features(doc: tomlkit.TOMLDocument) -> set[str]:
+    """The features a manifest declares: its [features] and an implicit feature per optional dependency
+    that no feature names as `dep:NAME` (cargo's rule; `#[cfg(feature = "serde")]` for chrono's optional serde)."""
+    declared = set(doc.get("features", {}))
+    hidden = {str(v)[4:] for values in doc.get("features", {}).values() for v in values if str(v).startswith("dep:")}
+    return declared | {name for name in _optional_dependencies(doc) if name not in hidden}
+
+
+def _optional_dependencies(doc: tomlkit.TOMLDocument) -> dict[str, object]:
+    tables = [doc.get("dependencies", {})] + [t.get("dependencies", {}) for t in doc.get("target", {}).values()]
+    return {name: spec for table in tables for name, spec in table.items() if isinstance(spec, dict) and spec.get("optional")}
+
+
+def offline_features(doc: tomlkit.TOMLDocument, without: frozenset[str] = frozenset(),
+                     excluded: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Every declared feature whose optional dependencies (and whose features, transitively) the registry has.
+
+    What `--all-features` would be, offline: the generated tests may use any part of the crate, as the
+    crate's own test suite does under its CI's feature set (tokio's tests need `full`). `without`: dependencies
+    to treat as missing (one that does not compile with this toolchain); `excluded`: features to leave off, with
+    every feature that enables them.
+    """
+    optional = _optional_dependencies(doc)
+    missing = set(without) | {name for name, spec in optional.items() if _dev_dependency_problem(name, spec)}
+    wants = {str(k): [str(v) for v in values] for k, values in doc.get("features", {}).items()}
+    wants |= {name: [f"dep:{name}"] for name in declared_features(doc) if name not in wants}
+
+    def usable(entry: str, kept: set[str]) -> bool:
+        name = entry[4:] if entry.startswith("dep:") else entry.split("/")[0].rstrip("?")
+        if name in missing or entry in excluded:
+            return False
+        return entry.startswith("dep:") or "/" in entry or name in kept or name in optional
+
+    kept = set(wants) - excluded
+    while drop := {f for f in kept if not all(usable(e, kept) for e in wants[f])}:
+        kept -= drop
+    return tuple(sorted(kept))
+
+
+def _with_self_alias(root_source: str, lib_name: str) -> str:
+    """The crate root with `extern crate self as <lib>;` under cfg(test), unless it has one: tests may then name
+    the crate as its integration tests do (`tokio::spawn`, and what `#[tokio::test]` expands to)."""
+    if re.search(r"\bextern\s+crate\s+self\b", root_source):
+        return root_source
+    text = root_source if root_source.endswith("\n") else root_source + "\n"
+    return text + f"\n#[cfg(test)] // added by the evaluator: the tests may name the crate\nextern crate self as {lib_name};\n"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def plan_copy(sample: Sample, crate_dir: Path, file: str, *, own_tests: str = "kept", all_features: bool = False,
+              without: frozenset[str] = frozenset()) -> CrateCopy:
     """The copy's manifest, features and the function's file with the generated module appended.
 
-    `own_tests=False` is the fallback for a crate whose own tests need the dev-dependencies that
-    were stripped: the `test` predicate of every cfg of the crate is made false (recorded in `stripped`).
+    `all_features`: every feature that resolves offline (offline_features), not only those the function needs.
+    `own_tests` other than "kept" is the fallback for a crate whose own tests need the dev-dependencies that
+    were stripped (OWN_TEST_LEVELS, tried in order): first its test modules and test functions are switched
+    off, then every cfg(test) of the crate (`test` made false); either is recorded in `stripped`.
     """
     doc = tomlkit.parse((crate_dir / "Cargo.toml").read_text())
     stripped = strip_manifest(doc, crate_dir)
@@ -243,16 +338,27 @@ def plan_copy(sample: Sample, crate_dir: Path, file: str, *, own_tests: bool = T
     lib_file = str(lib.get("path", "src/lib.rs"))
     pristine = (crate_dir / file).read_text()
     rewritten: tuple[tuple[str, str], ...] = ()
-    if not own_tests:
-        pristine, rewritten, count = _without_own_tests(crate_dir, file, pristine)
-        stripped.append(f"the crate's own test-only code ({count} cfg attributes, `test` made false): it needs stripped dev-dependencies")
+    if own_tests != "kept":
+        pristine, rewritten, count = _without_own_tests(crate_dir, file, pristine, own_tests)
+        what = "test modules and functions" if own_tests == "test_modules_off" else "test-only code"
+        stripped.append(f"the crate's own {what} ({count} attributes, `test` made false): it needs stripped dev-dependencies")
     start = pristine.index(sample.function_code)
-    byte_start = len(pristine[:start].encode())
+    # the cfg readers read the crate's own file: the function's bytes there (switching own tests off moves them)
+    original = (crate_dir / file).read_text()
+    byte_start = len(original[:original.index(sample.function_code)].encode())
     byte_end = byte_start + len(sample.function_code.encode())
-    declared = set(doc.get("features", {}))
-    features = tuple(f for f in features_needed(crate_dir, lib_file, file, byte_start, byte_end) if f in declared)
+    features = tuple(f for f in features_needed(crate_dir, lib_file, file, byte_start, byte_end) if f in declared_features(doc))
+    if all_features:
+        off = frozenset(features_excluded(crate_dir, file, byte_start, byte_end))
+        features = tuple(dict.fromkeys(features + offline_features(doc, without, off)))
     module = MODULE_PREFIX + hashlib.sha256((sample.id + "\0" + sample.generated_tests).encode()).hexdigest()[:12]
     head = pristine if pristine.endswith("\n") else pristine + "\n"
+    if lib_file == file:
+        head = _with_self_alias(head, lib_name)
+    else:
+        root = dict(rewritten).get(lib_file) or _read_text(crate_dir / lib_file)
+        if root is not None and (aliased := _with_self_alias(root, lib_name)) != root:
+            rewritten = tuple((f, t) for f, t in rewritten if f != lib_file) + ((lib_file, aliased),)
     block = f"\n#[cfg(test)]\nmod {module} {{\n{sample.generated_tests.rstrip()}\n}}\n"
     tests_start = len(head.encode()) + 1  # after the blank line
     source = head + block

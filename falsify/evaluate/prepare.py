@@ -8,11 +8,13 @@ template (crate_template). Either way the later stages see one `PreparedCrate`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
-from . import incrate
-from .crate import STANDALONE, CargoTarget, Workspace, assemble, refusal
+from . import forbidden, incrate
+from .crate import STANDALONE, CargoTarget, Layout, Workspace, assemble
 from .crate_template import CrateTemplates, own_artifacts
 from .mutation_operators import HELPER
 from .mutation_runner import SchemaPlace
@@ -33,35 +35,48 @@ class PreparedCrate:
     parse_source: str                 # ... and its text (tree-sitter's position of a syntax error)
     edition: str
     test_filter: str | None           # libtest filter: only these tests are the sample's
-    refused: str | None               # why the code is refused before any build, or None
+    source_refusal: str | None        # why the source is refused before any build (forbidden.refusal), or None
     copy: incrate.CrateCopy | None = None
+    expanded_check: Callable[[], str | None] | None = None  # forbidden.expanded_refusal, when the tests need it
+
+    @cached_property
+    def refused(self) -> str | None:
+        """Why the code is refused before any build: the source check, then (run only when asked) the expanded one."""
+        if self.source_refusal is not None or self.expanded_check is None:
+            return self.source_refusal
+        return self.expanded_check()
 
 
 def prepare_standalone(ws: Workspace, sample: Sample, sample_dir: Path, uid: int) -> PreparedCrate:
     layout = assemble(sample.function_code, sample.generated_tests)
     ws.prepare(sample_dir, layout.source, uid)
+    expand = partial(expand_standalone, ws, layout, sample_dir, uid) if forbidden.needs_expansion(sample.generated_tests) else None
     return PreparedCrate(STANDALONE, layout.function_lines, layout.tests_bytes, "src/lib.rs", layout.source, "2021",
-                         None, refusal(sample.generated_tests) or refusal(sample.function_code))
+                         None, forbidden.refusal(sample.generated_tests, sample.function_code), expanded_check=expand)
+
+
+def expand_standalone(ws: Workspace, layout: Layout, sample_dir: Path, uid: int) -> str | None:
+    """The expanded check of a standalone crate: lib.rs gets a marker before the tests while rustc expands it."""
+    start = len(layout.source.encode()[:layout.tests_bytes[0]].decode())
+    ws.write_source(sample_dir, layout.source[:start] + forbidden.TESTS_MARKER + "\n" + layout.source[start:])
+    try:
+        return forbidden.expanded_refusal(ws, sample_dir, uid, STANDALONE, forbidden.after_marker)
+    finally:
+        ws.write_source(sample_dir, layout.source)
 
 
 def prepare_in_crate(ws: Workspace, templates: CrateTemplates, sample: Sample, rec: SampleRecord, sample_dir: Path,
                      uid: int) -> PreparedCrate | None:
     """Copy the sample's crate with its tests appended and dependencies linked; None when the sample ends here.
 
-    Only the generated tests are refused for reading files: the function is the crate's own code.
+    Only the generated tests are refused (forbidden.py): the function is the crate's own code.
     """
     located = incrate.locate(sample)
     if isinstance(located, str):
         record_input_problem(rec, located)
         return None
-    copy = incrate.plan_copy(sample, *located)
     with timed(rec, "crate_template"):
-        template = templates.get(copy, uid)
-        if template.problem is not None and any(s.startswith("[dev-dependencies]") or ".dev-dependencies]" in s
-                                                for s in copy.stripped):
-            # the crate's own tests may need what was stripped: try once more without them
-            copy = incrate.plan_copy(sample, *located, own_tests=False)
-            template = templates.get(copy, uid)
+        copy, template = templates.find(sample, located, uid)
     rec["crate"] = copy.record()
     if template.problem is not None or template.dir is None:
         record_crate_build(rec, template.problem or "no template")
@@ -71,9 +86,12 @@ def prepare_in_crate(ws: Workspace, templates: CrateTemplates, sample: Sample, r
         rec["crate"]["template_seconds"] = template.seconds
     incrate.write_copy(copy, sample_dir, with_tests=True)
     (sample_dir / MODULE_CHECK_FILE).write_text(copy.module_source)
-    ws.prepare_build_dirs(sample_dir, uid, template.dir, skip=own_artifacts(copy))
+    ws.prepare_build_dirs(sample_dir, uid, template.dir, skip=own_artifacts(copy, template.dir))
+    expand = (partial(forbidden.expanded_refusal, ws, sample_dir, uid, copy.target, forbidden.module_named(copy.module))
+              if forbidden.needs_expansion(sample.generated_tests) else None)
     return PreparedCrate(copy.target, copy.function_lines, copy.tests_bytes, MODULE_CHECK_FILE, copy.module_source,
-                         copy.edition, copy.test_filter, refusal(sample.generated_tests), copy)
+                         copy.edition, copy.test_filter, forbidden.refusal(sample.generated_tests), copy,
+                         expand)
 
 
 def in_crate_place(copy: incrate.CrateCopy, sample_dir: Path) -> SchemaPlace:

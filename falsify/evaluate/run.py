@@ -32,7 +32,8 @@ from trainer.files import write_json_atomic, write_jsonl_atomic
 from .coverage import measure_function
 from .crate import BUILD_LIMITS, Workspace, first_syntax_error
 from .crate_template import CrateTemplates
-from .libtest import run_tests
+from .libtest import run_each_alone, run_tests
+from .libtest_report import declared_test_names
 from .mutation_runner import run_schema
 from .prepare import PreparedCrate, in_crate_place, prepare_in_crate, prepare_standalone
 from .samples import InputProblem, Sample, from_dicts, read_samples
@@ -66,11 +67,13 @@ class Options:
     build_timeout: float = 120.0
     reruns: int = 3          # test runs of a passing sample, in all; one that fails any of them is flaky
     static_refusal: bool = True  # off only in tests that prove the run-time layers catch what it would refuse
+    disk_limit_mb: int = 256  # what one test run may write (its run and profile dirs together); more: `disk_limit`
 
     @property
     def test_limits(self) -> Limits:
         return Limits(wall_s=self.test_timeout, cpu_s=int(self.test_timeout) + 1, memory_bytes=2 << 30,
-                      file_bytes=64 << 20, open_files=256, processes=64, output_bytes=1 << 20)
+                      file_bytes=64 << 20, open_files=256, processes=64, output_bytes=1 << 20,
+                      disk_bytes=self.disk_limit_mb << 20)
 
     @property
     def build_limits(self) -> Limits:
@@ -208,7 +211,7 @@ class Evaluator:
         rustfmt = ws.rustfmt(sample_dir, uid=uid, file=crate.parse_file, edition=crate.edition)
         if not record_parse(rec, rustfmt, first_syntax_error(crate.parse_source), opts.build_limits):
             return
-        if crate.refused and opts.static_refusal:
+        if opts.static_refusal and crate.refused:
             record_refusal(rec, crate.refused)
             return
         with timed(rec, "build"):
@@ -218,12 +221,17 @@ class Evaluator:
         if not record_build(rec, build, facts.calls_function, opts.build_limits):
             return
         with timed(rec, "test"):
-            report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits, name_filter=crate.test_filter)
+            declared = frozenset(declared_test_names(s.generated_tests))  # the listing must hold these
+            report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits, name_filter=crate.test_filter,
+                               declared=declared)
             record_tests(rec, report, opts.test_limits)
             if rec["passes"] and opts.reruns > 1:
                 record_reruns(rec, [run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits,
-                                              name_filter=crate.test_filter, profiles="prof-rerun")
+                                              name_filter=crate.test_filter, profiles="prof-rerun", declared=declared)
                                     for _ in range(opts.reruns - 1)], opts.test_limits)
+            if rec["passes"]:  # last: a test that needs what an earlier run left behind is flaky, found by the reruns
+                record_reruns(rec, [], opts.test_limits, alone=run_each_alone(
+                    build.executable, sample_dir, report.passed_tests, uid=uid, limits=opts.test_limits))
         if opts.coverage:
             with timed(rec, "coverage"):
                 record_coverage(rec, measure_function(self.toolchain, build.executable, sample_dir, uid=uid,
@@ -254,7 +262,8 @@ class Evaluator:
 
 def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, jobs: int | None = None,
                      mutation: bool = True, coverage: bool = True, timeout: float = 30.0,
-                     build_timeout: float = 120.0, reruns: int = 3, static_refusal: bool = True) -> Summary:
+                     build_timeout: float = 120.0, reruns: int = 3, static_refusal: bool = True,
+                     disk_limit_mb: int = 256) -> Summary:
     """Evaluate samples (a list of dicts or a samples.jsonl path); write and return the summary.
 
     Raises ToolchainMissing when cargo, llvm-22 or the sandbox tools are unavailable.
@@ -263,7 +272,7 @@ def evaluate_samples(samples: list[dict] | Path | str, out_dir: Path | str, *, j
     check_sandbox()
     items = read_samples(Path(samples)) if isinstance(samples, (str, Path)) else from_dicts(samples)
     options = Options(mutation=mutation, coverage=coverage, test_timeout=timeout, build_timeout=build_timeout,
-                      reruns=max(1, reruns), static_refusal=static_refusal)
+                      reruns=max(1, reruns), static_refusal=static_refusal, disk_limit_mb=disk_limit_mb)
     evaluator = Evaluator(toolchain, jobs or os.cpu_count() or 1, options)
     t0 = time.monotonic()
     try:

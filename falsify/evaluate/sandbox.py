@@ -1,23 +1,30 @@
-"""Run one untrusted command: no network, unprivileged, resource-limited, time- and output-capped.
+"""Run one untrusted command: no network, unprivileged, resource-limited, time-, output- and disk-capped.
 
 Layers, each closing a hole the others leave open:
-- `unshare --net --mount --pid --fork`: a network namespace with no interface up (no
-  sockets reach anything), a private mount table (so the toolchain can be bind-mounted
-  where the sandbox user can read it) and a PID namespace (when its first process dies,
-  the kernel kills every process left in it).
+- `unshare --net --mount`: a network namespace with no interface up (no sockets reach
+  anything) and a private mount table, set up by a root script (`_root_script`) before
+  anything untrusted runs: the toolchain bind-mounted where the sandbox user can read it;
+  fresh size-limited tmpfs on /tmp, /var/tmp and /dev/shm (what the run writes there
+  vanishes with the namespace; the host's entries the run needs are bound back in); with
+  `writable`, every host filesystem read-only except those dirs; with `scratch`, those
+  dirs on one tmpfs of `disk_bytes` (their contents carried in before, back after the run).
+- `unshare --pid --fork` inside it: when the command's shell (PID 1 there) exits, the kernel
+  kills every process left in its namespace, daemons included, before the root script goes on.
 - `setpriv` to a per-slot unprivileged uid with no capabilities and no-new-privs: root
   ignores RLIMIT_NPROC and can delete anything, so nothing untrusted runs as root. Each
   parallel slot gets its own uid so one sample's fork bomb cannot starve another's.
 - `prlimit`: CPU seconds, address space, file size, open files, processes.
 - here: a wall-clock deadline and an output cap (pipes read in chunks; the first
-  `output_bytes` are kept and the run is killed once it exceeds them); on the way out
-  every process still owned by the slot's uid is killed.
+  `output_bytes` are kept and the run is killed once it exceeds them); the disk cap read from
+  what the root script wrote where only root can; on the way out every process still owned by
+  the slot's uid is killed.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,9 +36,10 @@ from pathlib import Path
 import psutil
 
 SANDBOX_UID_BASE = 61000  # slot k runs as uid/gid 61000 + k (no passwd entry needed)
-
-# Mounts `src dst` pairs given as arguments up to `--`, then execs the rest.
-_MOUNT_SCRIPT = 'while [ "$1" != "--" ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; shift; exec "$@"'
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))  # each a fresh tmpfs of `tmp_bytes` in the run
+STATE_ROOT = Path("/run/rtf-sandbox")  # root-only: each run's status dir (outside PRIVATE_TMP, so never hidden)
+SETUP_FAILED = 97  # the root script's exit status when a mount fails
+_KERNEL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))  # never remounted read-only
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class Limits:
     open_files: int = 1024
     processes: int = 256
     output_bytes: int = 1 << 20
+    tmp_bytes: int = 64 << 20     # each of /tmp, /var/tmp, /dev/shm (a build's linker needs under 4 KiB: README)
+    disk_bytes: int = 256 << 20   # the `scratch` dirs of a run together (reason `disk_limit`)
 
 
 @dataclass
@@ -66,7 +76,7 @@ class RunResult:
         if self.output_exceeded:
             return f"output exceeded {limits.output_bytes} bytes; killed"
         if self.disk_exceeded:
-            return "disk limit: the run wrote more than its directory's cap"
+            return f"disk limit: the run filled its {limits.disk_bytes >> 20} MiB of writable space ({limits.disk_bytes} bytes)"
         return None
 
 
@@ -74,14 +84,14 @@ def sandbox_uid(slot: int) -> int:
     return SANDBOX_UID_BASE + slot
 
 
-def command_line(argv: list[str], *, uid: int, limits: Limits, binds: tuple[tuple[Path, Path], ...] = ()) -> list[str]:
-    """The full wrapper command (exposed so tests and docs can show exactly what runs)."""
-    cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--propagation", "private", "--"]
-    if binds:
-        cmd += ["/bin/sh", "-c", _MOUNT_SCRIPT, "sh"]
-        for src, dst in binds:
-            cmd += [str(src), str(dst)]
-        cmd += ["--"]
+def command_line(script: str) -> list[str]:
+    """The full wrapper command around the root script (exposed so tests and docs can show exactly what runs)."""
+    return ["unshare", "--net", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh"]
+
+
+def confined_command(argv: list[str], *, uid: int, limits: Limits) -> list[str]:
+    """What the root script runs once the mounts are in place: the command, unprivileged, in its own PID namespace."""
+    cmd = ["unshare", "--pid", "--fork", "--kill-child", "--"]
     cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", "--"]
     cmd += ["prlimit", f"--cpu={limits.cpu_s}", f"--as={limits.memory_bytes}", f"--fsize={limits.file_bytes}",
@@ -92,17 +102,128 @@ def command_line(argv: list[str], *, uid: int, limits: Limits, binds: tuple[tupl
     return cmd + [str(a) for a in argv]
 
 
+@dataclass(frozen=True)
+class Mounts:
+    """What the root script mounts for one run (see run_sandboxed)."""
+
+    binds: tuple[tuple[Path, Path], ...] = ()
+    writable: tuple[Path, ...] | None = None
+    scratch: tuple[Path, ...] = ()
+
+
 def run_sandboxed(argv: list[str], *, cwd: Path, uid: int, limits: Limits, env: dict[str, str],
-                  binds: tuple[tuple[Path, Path], ...] = ()) -> RunResult:
-    """Run `argv` in `cwd` as `uid` under the limits; never raises for what the command does."""
-    cmd = command_line(argv, uid=uid, limits=limits, binds=binds)
+                  binds: tuple[tuple[Path, Path], ...] = (), writable: tuple[Path, ...] | None = None,
+                  scratch: tuple[Path, ...] = ()) -> RunResult:
+    """Run `argv` in `cwd` as `uid` under the limits; never raises for what the command does.
+
+    `writable`: every host filesystem is read-only to the run except these dirs (None: as permissions allow).
+    `scratch`: dirs the run may write although read-only around them (so `writable` defaults to none), all on one
+    tmpfs of `limits.disk_bytes`: filling it ends the run with `disk_exceeded`.
+    """
+    mounts = Mounts(binds, () if scratch and writable is None else writable, scratch)
     _kill_everything(None, uid)  # leftovers of an earlier run in this slot would eat its process quota
-    private_tmp = Path(tempfile.mkdtemp(prefix=f"rtf-tmp-{uid}-"))  # TMPDIR: the linker's and the tests' temp files
-    os.chown(private_tmp, uid, uid)
+    STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix=f"{uid}-", dir=STATE_ROOT))  # root's alone: the sandbox cannot reach it
     try:
-        return _run(cmd, cwd=cwd, uid=uid, limits=limits, env={**env, "TMPDIR": str(private_tmp)})
+        for k in range(len(scratch)):
+            (state / "real" / str(k)).mkdir(parents=True)
+        (state / "disk").mkdir()
+        script = _root_script(confined_command(argv, uid=uid, limits=limits), cwd=cwd, limits=limits, env=env,
+                              mounts=mounts, state=state)
+        result = _run(command_line(script), cwd=Path("/"), uid=uid,
+                      limits=limits, env={**env, "TMPDIR": "/tmp"})
+        result.disk_exceeded = _filled(state / "status")
+        return result
     finally:
-        shutil.rmtree(private_tmp, ignore_errors=True)  # after every process of the uid is gone: nothing stays behind
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def _root_script(inner: list[str], *, cwd: Path, limits: Limits, env: dict[str, str], mounts: Mounts, state: Path) -> str:
+    """The shell script root runs in the new mount namespace: mounts, the command, then the disk account."""
+    fail = f" || exit {SETUP_FAILED}"
+    lines = [f"mount --bind {_q(src)} {_q(dst)}{fail}" for src, dst in mounts.binds]
+    lines += _scratch_setup(mounts.scratch, limits, state)
+    if mounts.writable is not None:
+        lines += [f"mount --rbind {_q(w)} {_q(w)}{fail}" for w in mounts.writable]  # keeps the binds under it
+        lines += [f"mount -o remount,bind,ro {_q(m)}{fail}" for m in _host_rw_mounts()]
+    needed = [cwd, *mounts.scratch, *(mounts.writable or ()), *(p for pair in mounts.binds for p in pair),
+              *_absolute_paths(env.values()), *_absolute_paths(inner)]
+    lines += _private_tmp(needed, limits)
+    lines += [f"cd {_q(cwd)}{fail}", "rc=0", " ".join(map(_q, inner)) + " || rc=$?"]
+    if mounts.scratch:  # every process of the command is gone (its PID namespace died with its shell)
+        lines.append(f"stat -f -c '%b %f %c %d' {_q(state / 'disk')} > {_q(state / 'status')}")
+        for k in range(len(mounts.scratch)):
+            real, disk = state / "real" / str(k), state / "disk" / str(k)
+            lines += [f"find {_q(real)} -mindepth 1 -delete", f"cp -a {_q(disk)}/. {_q(real)}/"]
+    return "\n".join([*lines, 'exit "$rc"'])
+
+
+def _scratch_setup(scratch: tuple[Path, ...], limits: Limits, state: Path) -> list[str]:
+    """One tmpfs of `disk_bytes` under `state`; each scratch dir's contents copied onto it and it bound over the dir."""
+    if not scratch:
+        return []
+    fail = f" || exit {SETUP_FAILED}"
+    disk = state / "disk"
+    lines = [f"mount --bind {_q(state)} {_q(state)}{fail}",
+             f"mount -t tmpfs -o {_tmpfs_options(limits.disk_bytes, '0700')} rtf-disk {_q(disk)}{fail}"]
+    for k, path in enumerate(scratch):
+        real, copy = state / "real" / str(k), disk / str(k)
+        lines += [f"mount --bind {_q(path)} {_q(real)}{fail}", f"mkdir {_q(copy)}{fail}",
+                  f"cp -a {_q(real)}/. {_q(copy)}/{fail}", f"mount --bind {_q(copy)} {_q(path)}{fail}"]
+    return lines
+
+
+def _tmpfs_options(size: int, mode: str) -> str:
+    size = max(size, 4096)  # tmpfs reads size=0 as "no limit"
+    return f"size={size},nr_inodes={max(1024, size >> 14)},mode={mode}"
+
+
+def _private_tmp(needed: list[Path], limits: Limits) -> list[str]:
+    """A fresh tmpfs on each of PRIVATE_TMP; the host's entries the run names (its crate, say) are bound back in.
+
+    Each such entry is opened before the tmpfs hides it and bound from the open descriptor.
+    """
+    fail = f" || exit {SETUP_FAILED}"
+    lines = []
+    for tmp in PRIVATE_TMP:
+        if not tmp.is_dir() or tmp.is_symlink():
+            continue
+        entries = sorted({tmp / p.relative_to(tmp).parts[0] for p in needed if p.is_relative_to(tmp) and p != tmp})
+        entries = [e for e in entries if e.exists()][:7]  # descriptors 3 to 9
+        lines += [f"exec {3 + i}<{_q(e)}{fail}" for i, e in enumerate(entries)]
+        lines.append(f"mount -t tmpfs -o {_tmpfs_options(limits.tmp_bytes, '1777')} rtf-tmp {_q(tmp)}{fail}")
+        for i, e in enumerate(entries):
+            lines += [("mkdir " if e.is_dir() else "touch ") + _q(e) + fail,
+                      f"mount -c --rbind /proc/self/fd/{3 + i} {_q(e)}{fail}", f"exec {3 + i}<&-"]
+    return lines
+
+
+def _absolute_paths(values) -> list[Path]:
+    return [Path(part) for v in values for part in str(v).split(":") if part.startswith("/")]
+
+
+def _host_rw_mounts() -> list[str]:
+    """The host's writable mount points, but the kernel's (/proc, /sys, /dev): read-only in a confined run."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = Path(fields[4].encode().decode("unicode_escape"))
+        if "rw" in fields[5].split(",") and not any(point == k or point.is_relative_to(k) for k in _KERNEL_FS):
+            found.append(str(point))
+    return list(dict.fromkeys(found))
+
+
+def _filled(status: Path) -> bool:
+    """Whether the run's scratch tmpfs ended full (no block or no inode left), as root measured it."""
+    try:
+        blocks, free, inodes, free_inodes = (int(x) for x in status.read_text().split())
+    except (OSError, ValueError):
+        return False
+    return blocks > 0 and (free == 0 or free_inodes == 0)
 
 
 def _run(cmd: list[str], *, cwd: Path, uid: int, limits: Limits, env: dict[str, str]) -> RunResult:

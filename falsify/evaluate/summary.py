@@ -105,7 +105,7 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
     improved = sum(_improves_coverage(r) for r in records)
     with_ref = [r for r in records if r["bleu4"] is not None]
     asserts = sum(r["assertions"]["count"] for r in records)
-    weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] for r in records)
+    weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] + r["assertions"]["cannot_fail"] for r in records)
     names = sum(r["test_names"]["count"] for r in records)
     clippy = [r for r in records if r["clippy_warnings"] is not None]
     failures: dict[str, int] = {}
@@ -135,7 +135,7 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
         "bleu4": _mean([r["bleu4"] for r in with_ref]),
         "codebleu": _mean([r["codebleu"] for r in with_ref if r["codebleu"] is not None]),
         "reference_samples": len(with_ref),
-        "trivial_assertion_rate": _rate(weak, asserts),
+        "trivial_assertion_rate": _rate(min(weak, asserts), asserts),  # a self-panicking should_panic test has no assert
         "no_assertion_rate": _rate(sum(r["assertions"]["count"] == 0 for r in records), n),
         "function_result_assertion_rate": _rate(sum(r["assertions"]["uses_function_result"] for r in records), asserts),
         "descriptive_name_rate": _rate(sum(r["test_names"]["descriptive"] for r in records), names),

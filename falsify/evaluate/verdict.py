@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
 
-FailureKind = Literal["input", "refused", "forbidden_construct", "crate_build", "parse", "compile", "no_tests",
+FailureKind = Literal["input", "forbidden_construct", "crate_build", "parse", "compile", "no_tests",
                       "test_failure", "harness_bypassed", "flaky", "timeout", "output", "disk_limit", "internal"]
 
 
@@ -45,6 +45,7 @@ class AssertionCounts(TypedDict):
     count: int
     trivial: int
     tautological: int
+    cannot_fail: int             # assertions whose panic is swallowed + #[should_panic] tests that panic on their own
     uses_function_result: int
 
 
@@ -130,7 +131,7 @@ def empty_record(sample_id: str, line: int) -> SampleRecord:
         "line_coverage_with_generated": None, "branch_coverage_with_generated": None,
         "line_coverage_gain": None, "branch_coverage_gain": None,
         "function_lines": None, "function_branches": None,
-        "assertions": {"count": 0, "trivial": 0, "tautological": 0, "uses_function_result": 0},
+        "assertions": {"count": 0, "trivial": 0, "tautological": 0, "cannot_fail": 0, "uses_function_result": 0},
         "bleu4": None, "codebleu": None, "codebleu_components": None,
         "categories": {c: False for c in CATEGORIES},
         "test_names": {"count": 0, "descriptive": 0},
@@ -177,6 +178,7 @@ def record_static_analysis(rec: SampleRecord, sample: Sample) -> assertions.Test
         rec["reasons"].append("weak tests: no assertion")
     if counts["trivial"] or counts["tautological"]:
         rec["reasons"].append(f"weak tests: {counts['trivial']} trivial and {counts['tautological']} tautological assertions")
+    rec["reasons"] += [f"weak tests: cannot fail: {note}" for note in facts.cannot_fail]
     if sample.reference_tests:
         rec["bleu4"] = codebleu.bleu4(sample.generated_tests, sample.reference_tests)
         rec["codebleu"], rec["codebleu_components"] = codebleu.codebleu(sample.generated_tests, sample.reference_tests)
@@ -203,7 +205,8 @@ def record_parse(rec: SampleRecord, rustfmt: RunResult, syntax_error: str | None
 
 
 def record_refusal(rec: SampleRecord, refusal: str) -> None:
-    rec["failure"] = "refused"
+    """forbidden.py refused the code before any build: `refusal` names the construct and its line."""
+    rec["failure"] = "forbidden_construct"
     rec["reasons"].append(refusal)
 
 
@@ -228,13 +231,18 @@ def tests_failure(report: LibtestReport, limits: Limits) -> tuple[FailureKind, s
     if problem:
         kind: FailureKind = "timeout" if run.timed_out else ("disk_limit" if run.disk_exceeded else "output")
         return kind, "tests: " + problem
+    if report.bypass:  # the output is not libtest's account of the whole run: nothing in it counts
+        return "harness_bypassed", report.bypass
+    if report.fails_alone:
+        return "flaky", report.fails_alone
     if report.failing_tests:
         return "test_failure", "failing tests: " + ", ".join(report.failing_tests)
     if run.returncode != 0:
         return "test_failure", (f"test binary exited with status {run.returncode}: "
                                 + (run.stderr.strip() or run.stdout.strip())[-400:])
     if report.tests_run == 0:
-        return "no_tests", "no test ran (no #[test] function or proptest! case found by the harness)"
+        return "no_tests", ("no test ran (no #[test] function or proptest! case found by the harness; in-crate, a cfg of "
+                            "the crate may leave the function's file out of this platform's build)")
     return None
 
 
@@ -251,17 +259,29 @@ def record_tests(rec: SampleRecord, report: LibtestReport, limits: Limits) -> No
         rec["runs_passed"] = 1
 
 
-def record_reruns(rec: SampleRecord, reruns: list[LibtestReport], limits: Limits) -> None:
-    """A sample that passed its first run must pass every rerun too, else it is `flaky` and does not pass."""
+def record_reruns(rec: SampleRecord, reruns: list[LibtestReport], limits: Limits,
+                  alone: LibtestReport | None = None) -> None:
+    """A sample that passed its first run must pass every rerun too, else it is `flaky` and does not pass.
+
+    A rerun that bypassed the harness makes the sample `harness_bypassed`: that is no chance failure.
+    `alone` (libtest.run_each_alone, not counted in `runs`): each passing test must pass on its own too.
+    """
+    alone_failed = tests_failure(alone, limits) if alone is not None else None
+    if alone_failed:
+        rec["failure"], reason = alone_failed
+        rec["passes"] = False
+        rec["reasons"].append(reason)
+    bypassed = False
     for number, report in enumerate(reruns, start=2):
         rec["runs"] += 1
         failed = tests_failure(report, limits)
         if failed is None:
             rec["runs_passed"] += 1
             continue
+        bypassed = bypassed or failed[0] == "harness_bypassed"
         rec["reasons"].append(f"flaky: run {number} of {1 + len(reruns)} failed: {failed[1]}")
     if rec["runs_passed"] < rec["runs"]:
-        rec["failure"] = "flaky"
+        rec["failure"] = "harness_bypassed" if bypassed else "flaky"
         rec["passes"] = False
         rec["reasons"].append(f"flaky: passed {rec['runs_passed']} of {rec['runs']} runs")
 
@@ -318,6 +338,8 @@ def record_mutation(rec: SampleRecord, result: MutationResult) -> None:
                       "timeout": result.count("timeout"), "unviable": result.count("unviable"),
                       "survivors": result.survivors}
     rec["mutation_score"] = result.score
+    if result.score == 0:  # mutation runs only on passing tests
+        rec["reasons"].append("weak tests: every test passes and no mutant is killed (mutation score 0)")
     if result.score is None:
         rec["reasons"].append("mutation score undefined: every mutant was unviable")
     for k, verdict in sorted(result.verdicts.items()):

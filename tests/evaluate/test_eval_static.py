@@ -8,7 +8,8 @@ import pytest
 from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_GOOD, CLAMP_WEAK, SIGN, SUM_EVEN
 
 from falsify.evaluate import assertions, codebleu, coverage, mutation_operators
-from falsify.evaluate.crate import assemble, refusal
+from falsify.evaluate.crate import assemble
+from falsify.evaluate.forbidden import refusal
 from falsify.evaluate.samples import InputProblem, Sample, from_dicts, read_samples
 from falsify.evaluate.summary import SUMMARY_FIELDS, Summary, summarize
 from falsify.evaluate.verdict import SampleRecord, empty_record
@@ -50,7 +51,7 @@ def test_tests_are_wrapped_unless_already_a_module():
 @pytest.mark.parametrize("code", ['const S: &str = include_str!("/etc/passwd");', "#[path = \"/etc/x.rs\"] mod x;",
                                   "mod other;", "fn f() { let b = include_bytes!(\"/dev/zero\"); }"])
 def test_compile_time_file_access_is_refused(code):
-    assert refusal(code).startswith("refused:")
+    assert refusal(code).startswith("forbidden_construct:")
 
 
 def test_plain_code_is_not_refused():
@@ -102,7 +103,7 @@ def test_schema_size_grows_linearly_with_nesting():
 
 def test_assertion_analysis():
     facts = assertions.analyse(CLAMP_WEAK, CLAMP)
-    assert facts.assertions == {"count": 2, "trivial": 1, "tautological": 1, "uses_function_result": 0}
+    assert facts.assertions == {"count": 2, "trivial": 1, "tautological": 1, "cannot_fail": 0, "uses_function_result": 0}
     assert facts.test_names == {"count": 1, "descriptive": 0, "names": ["test_1"]}
     good = assertions.analyse(CLAMP_GOOD, CLAMP)
     assert good.assertions["count"] == 4 and good.assertions["uses_function_result"] == 4

@@ -47,3 +47,9 @@ pub fn digit_class(n: u64) -> &'static str {
         "multi"
     }
 }
+
+/// Compiled only without `fast-math`: an all-features build of the crate must leave that feature off.
+#[cfg(not(feature = "fast-math"))]
+pub fn exact_half(n: u32) -> u32 {
+    n / 2
+}
