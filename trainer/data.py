@@ -1,4 +1,4 @@
-"""Data: ChatML rendering, tokenization with assistant-only labels, dynamic padding.
+"""Data: prompt rendering (the model's chat template, else ChatML), tokenization with assistant-only labels, dynamic padding.
 
 Labels are built from the prompt/answer boundary, never from `input_ids == pad_id`: that
 classic shortcut masks the end-of-turn token whenever pad == eos, and the model then
@@ -30,12 +30,50 @@ def render_prompt(function_code: str, context: str = "") -> str:
     `use` lines, the definitions of its types), shown after it; without it the prompt is
     exactly the one training used.
     """
-    shown = f"\nFrom its crate (in scope at the function):\n```rust\n{context}\n```" if context else ""
     return (
         f"{IM_START}system\n{SYSTEM_PROMPT}{IM_END}\n"
-        f"{IM_START}user\nGenerate tests for this function:\n```rust\n{function_code}\n```{shown}{IM_END}\n"
+        f"{IM_START}user\n{user_message(function_code, context)}{IM_END}\n"
         f"{IM_START}assistant\n"
     )
+
+
+def user_message(function_code: str, context: str = "") -> str:
+    shown = f"\nFrom its crate (in scope at the function):\n```rust\n{context}\n```" if context else ""
+    return f"Generate tests for this function:\n```rust\n{function_code}\n```{shown}"
+
+
+def uses_chat_template(tokenizer) -> bool:
+    """A real instruct model's tokenizer carries its template; our presets' BPE ones do not."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_messages(function_code: str, context: str = "") -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(function_code, context)}]
+
+
+def prompt_for(tokenizer, function_code: str, context: str = "") -> str:
+    """The one place that decides the prompt format: the tokenizer's chat template, else ChatML."""
+    if not uses_chat_template(tokenizer):
+        return render_prompt(function_code, context)
+    return tokenizer.apply_chat_template(chat_messages(function_code, context), tokenize=False, add_generation_prompt=True)
+
+
+def end_of_turn_id(tokenizer, function_code: str = "fn f() {}", answer: str = "x") -> int:
+    """The token that closes the assistant's turn: <|im_end|> for ChatML, else the template's own.
+
+    Found by rendering a whole turn and taking the first special token after the answer,
+    so a template whose end-of-turn differs from `eos_token` is still right.
+    """
+    if not uses_chat_template(tokenizer):
+        return tokenizer.convert_tokens_to_ids(IM_END)
+    messages = chat_messages(function_code) + [{"role": "assistant", "content": answer}]
+    whole = tokenizer.apply_chat_template(messages, tokenize=False)
+    tail = whole[whole.rfind(answer) + len(answer):] if answer in whole else ""
+    special = set(tokenizer.all_special_ids) | {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special}
+    for token in tokenizer.encode(tail, add_special_tokens=False):
+        if token in special:
+            return token
+    return tokenizer.eos_token_id
 
 
 def load_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -69,14 +107,16 @@ class Example:
         return sum(1 for label in self.labels if label != IGNORE)
 
 
-def encode_chat(tokenizer, function_code: str, tests: str, max_seq_len: int) -> Example:
-    """Prompt tokens are masked; answer tokens and the closing <|im_end|> are labels.
+def encode_chat(tokenizer, function_code: str, tests: str, max_seq_len: int | None, context: str = "") -> Example:
+    """Prompt tokens are masked; answer tokens and the closing end-of-turn token are labels.
+
+    The prompt is the tokenizer's chat template when it has one, else ChatML (`prompt_for`).
 
     Truncation cuts the answer's tail (the prompt is kept whole when it fits), so a
     truncated example has no end-of-turn label: it teaches content, not stopping.
     """
-    prompt_ids = tokenizer.encode(render_prompt(function_code), add_special_tokens=False)
-    answer_ids = tokenizer.encode(tests, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(IM_END)]
+    prompt_ids = tokenizer.encode(prompt_for(tokenizer, function_code, context), add_special_tokens=False)
+    answer_ids = tokenizer.encode(tests, add_special_tokens=False) + [end_of_turn_id(tokenizer)]
     input_ids = (prompt_ids + answer_ids)[:max_seq_len]
     labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_seq_len]
     return Example(input_ids, labels)
@@ -88,12 +128,18 @@ def encode_plain(tokenizer, text: str, max_seq_len: int) -> Example:
     return Example(ids, list(ids))
 
 
+def record_context(rec: dict) -> str:
+    shown = (rec.get("metadata") or {}).get("crate_context", "")
+    return shown if isinstance(shown, str) else ""
+
+
 def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: bool = False,
-                   packing: bool = False) -> tuple[list[Example], int]:
+                   packing: bool = False, context: bool = False) -> tuple[list[Example], int]:
     """Encode records; returns the examples and how many were dropped for having no label.
 
     With `packing`, nothing is truncated: an example longer than `max_seq_len` cannot go
     into a packed row whole, and cutting it silently would change what is learned.
+    `context`: show each record's `crate_context` in the prompt, as generation can.
     """
     examples, dropped = [], 0
     limit = None if packing else max_seq_len
@@ -101,7 +147,8 @@ def build_examples(tokenizer, records: list[dict], max_seq_len: int, pretrain: b
         if pretrain:
             ex = encode_plain(tokenizer, rec["input"] + "\n\n" + rec["output"], limit)
         else:
-            ex = encode_chat(tokenizer, rec["input"], rec["output"], limit)
+            shown = {"context": record_context(rec)} if context else {}  # absent by default: 4-argument encoders still fit
+            ex = encode_chat(tokenizer, rec["input"], rec["output"], limit, **shown)
         if packing and len(ex.input_ids) > max_seq_len:
             ident = (rec.get("metadata") or {}).get("id")
             raise TrainerError(

@@ -16,13 +16,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from trainer import checkpoint as ckpt
 from trainer.config import GenerationConfig, load_config
 from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports
-from trainer.data import IM_END, render_prompt
+from trainer.data import end_of_turn_id, prompt_for
 from trainer.errors import TrainerError
 from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir
+from trainer.extract import extract_rust, first_block_closed
 from trainer.files import iter_jsonl, write_json_atomic
 from trainer.models import BaseModel, load_for_training, load_tokenizer
 from trainer.runtime import resolve_device
@@ -71,31 +73,66 @@ def load_experiment(experiment: Path, checkpoint: str = "best", device: str | No
     return model, base.tokenizer, cfg, provenance, dev
 
 
-@torch.no_grad()
-def generate_one(model, tokenizer, function_code: str, gen: GenerationConfig, device: torch.device,
-                 context: str = "") -> tuple[str, int, float]:
-    """Greedy (temperature 0) or sampled completion that stops at <|im_end|>; (text, new tokens, seconds).
+class FirstCodeBlockClosed(StoppingCriteria):
+    """Stop a row once its decoded text has closed its first code block (see trainer.extract)."""
 
-    `context` (crate context for the prompt) is left out when the prompt with it and
-    `gen.max_new_tokens` would not fit the model's context length.
-    """
-    ids = tokenizer.encode(render_prompt(function_code, context), add_special_tokens=False, return_tensors="pt").to(device)
+    def __init__(self, tokenizer, prompt_width: int):
+        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([first_block_closed(t) for t in texts], device=input_ids.device)
+
+
+def fitting_prompt(model, tokenizer, function_code: str, context: str, max_new_tokens: int) -> str:
+    """The prompt, without `context` when it and `max_new_tokens` would overflow the model's context."""
+    prompt = prompt_for(tokenizer, function_code, context)
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if context and isinstance(limit, int) and ids.shape[1] + gen.max_new_tokens > limit:
-        ids = tokenizer.encode(render_prompt(function_code), add_special_tokens=False, return_tensors="pt").to(device)
-    end = tokenizer.convert_tokens_to_ids(IM_END)
-    sampling = gen.temperature > 0
-    started = time.perf_counter()
-    out = model.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen.max_new_tokens,
-        do_sample=sampling, temperature=gen.temperature if sampling else None, top_p=gen.top_p if sampling else None,
-        top_k=None, eos_token_id=end, pad_token_id=tokenizer.pad_token_id,
-    )
-    seconds = time.perf_counter() - started
-    new = out[0, ids.shape[1]:].tolist()
+    if context and isinstance(limit, int) and len(tokenizer.encode(prompt, add_special_tokens=False)) + max_new_tokens > limit:
+        return prompt_for(tokenizer, function_code)
+    return prompt
+
+
+def cut_at_end(new: list[int], end: int, pad: int | None) -> list[int]:
     if end in new:
         new = new[: new.index(end)]
-    return tokenizer.decode(new, skip_special_tokens=True), len(new), seconds
+    while new and pad is not None and new[-1] == pad:
+        new = new[:-1]
+    return new
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompts: list[str], gen: GenerationConfig,
+                   device: torch.device) -> tuple[list[str], list[int], float]:
+    """Left-padded batched generation with the KV cache; (texts, new tokens per row, seconds).
+
+    Greedy unless `gen.temperature > 0`; each row stops at end-of-turn or once it has
+    closed its first code block.
+    """
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(device)
+    finally:
+        tokenizer.padding_side = side
+    end, width, sampling = end_of_turn_id(tokenizer), batch["input_ids"].shape[1], gen.temperature > 0
+    started = time.perf_counter()
+    out = model.generate(
+        **batch, max_new_tokens=gen.max_new_tokens, do_sample=sampling, use_cache=True,
+        temperature=gen.temperature if sampling else None, top_p=gen.top_p if sampling else None, top_k=None,
+        eos_token_id=end, pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([FirstCodeBlockClosed(tokenizer, width)]),
+    )
+    seconds = time.perf_counter() - started
+    rows = [cut_at_end(row[width:].tolist(), end, tokenizer.pad_token_id) for row in out]
+    return [tokenizer.decode(r, skip_special_tokens=True) for r in rows], [len(r) for r in rows], seconds
+
+
+def generate_one(model, tokenizer, function_code: str, gen: GenerationConfig, device: torch.device,
+                 context: str = "") -> tuple[str, int, float]:
+    """One function through `generate_batch`; (text, new tokens, seconds)."""
+    prompt = fitting_prompt(model, tokenizer, function_code, context, gen.max_new_tokens)
+    texts, counts, seconds = generate_batch(model, tokenizer, [prompt], gen, device)
+    return texts[0], counts[0], seconds
 
 
 def sample_for_monitor(model, tokenizer, record: dict, device: torch.device) -> tuple[str, str, str]:
@@ -147,12 +184,29 @@ def generation_summary_path(out_path: Path) -> Path:
     return out_path.with_suffix(".summary.json")
 
 
+def shown_context(row: dict, context: bool) -> str:
+    shown = row["metadata"].get("crate_context", "") if context else ""
+    return shown if isinstance(shown, str) else ""
+
+
+def write_record(fh, row: dict, text: str, generation: dict) -> None:
+    """One samples-schema line: the extracted code as `generated_tests`, the raw text beside it."""
+    found = extract_rust(text)
+    row["generated_tests"] = with_test_imports(found.code) if "crate" in row and found.code else found.code
+    row["raw_generation"], row["extraction"] = text, found.reason
+    row["metadata"] = {**row["metadata"], "generation": generation}
+    fh.write(json.dumps(row, sort_keys=True) + "\n")
+    fh.flush()
+
+
 def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpoint: str = "best",
-                  limit: int | None = None, gen: GenerationConfig | None = None, context: bool = False) -> dict:
+                  limit: int | None = None, gen: GenerationConfig | None = None, context: bool = False,
+                  batch_size: int = 8) -> dict:
     """Write one samples-schema record per function; returns a summary with tokens/s and latency.
 
     `context`: show each function's crate context (corpus `crate_context`) in the prompt.
-    Off by default: training prompts have none.
+    Off by default: training prompts have none. Rows are generated `batch_size` at a
+    time; a record's `seconds` is its share of its batch's wall time.
     """
     model, tokenizer, cfg, provenance, device = load_experiment(experiment, checkpoint)
     gen = gen or cfg.generation
@@ -164,22 +218,25 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
     partial = partial_output_path(out_path)
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("w", encoding="utf-8") as fh:  # streamed, so a watcher can count the rows done
-        for i, row in enumerate(rows, 1):
-            shown = row["metadata"].get("crate_context", "") if context else ""
-            text, n, seconds = generate_one(model, tokenizer, row.pop("prompt_code"), gen, device, shown if isinstance(shown, str) else "")
-            total_tokens, total_seconds = total_tokens + n, total_seconds + seconds
-            latencies.append(seconds)
-            row["generated_tests"] = with_test_imports(text) if "crate" in row else text
-            row["metadata"] = {**row["metadata"], "generation": {**provenance, **asdict(gen), "new_tokens": n,
-                                                                  "seconds": seconds, "tokens_per_s": n / seconds if seconds else None}}
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            log.info("generated %d/%d %s: %d tokens in %.2fs", i, len(rows), row["id"], n, seconds)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            prompts = [fitting_prompt(model, tokenizer, row.pop("prompt_code"), shown_context(row, context), gen.max_new_tokens)
+                       for row in chunk]
+            texts, counts, seconds = generate_batch(model, tokenizer, prompts, gen, device)
+            total_tokens, total_seconds = total_tokens + sum(counts), total_seconds + seconds
+            for row, text, n in zip(chunk, texts, counts):
+                latencies.append(seconds / len(chunk))
+                write_record(fh, row, text, {**provenance, **asdict(gen), "batch_size": len(chunk), "new_tokens": n,
+                                             "seconds": seconds / len(chunk), "generation_seconds": seconds / len(chunk),
+                                             "batch_seconds": seconds, "tokens_per_s": sum(counts) / seconds if seconds else None})
+            log.info("generated %d/%d: %d tokens in %.2fs", start + len(chunk), len(rows), sum(counts), seconds)
     partial.replace(out_path)
     latencies.sort()
     summary = {
-        "functions": len(rows), "new_tokens": total_tokens, "seconds": total_seconds,
+        "functions": len(rows), "new_tokens": total_tokens, "seconds": total_seconds, "batch_size": batch_size,
         "tokens_per_s": total_tokens / total_seconds if total_seconds else None,
+        "tokens_per_second": total_tokens / total_seconds if total_seconds else None,
+        "seconds_per_function": total_seconds / len(rows) if rows else None,
         "median_seconds_per_function": latencies[len(latencies) // 2] if latencies else None,
         **provenance, "generation": asdict(gen), "prompt_context": context,
     }

@@ -10,7 +10,9 @@ change them (the files are root's and not writable by any sandbox uid) and the c
 artifacts are not linked at all, so its own build always starts from its own sources.
 
 A crate whose pristine copy does not build offline gives every sample of it the same
-one-line problem; that is remembered for the run, not in the cache.
+one-line problem; that is remembered for the run, and in the cache (`<key>.failed`) when it
+is the crate's (a timeout on a loaded machine is not: the next run tries again), keyed by the
+registry's state, so installing a package makes the next run try again.
 
 Which copy of the crate is built (`CrateTemplates.find`): every feature that resolves offline
 first, then only the features the function needs; within each, the crate's own tests kept,
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.files import write_json_atomic
+from trainer.files import write_atomic, write_json_atomic
 
 from .crate import RUN_DIRS, BuildResult, Workspace
 from .incrate import OWN_TEST_LEVELS, CrateCopy, plan_copy, write_copy
@@ -53,6 +55,7 @@ class CrateTemplate:
     problem: str | None = None
     built_now: bool = False                 # this sample paid for the build
     seconds: float = 0.0                    # how long the template's build took (when built_now)
+    lasting: bool = False                   # the problem is the crate's (resolution, compile errors), not the run's (time, output)
 
 
 def first_error(build: BuildResult, limits: Limits, limit: int = 300) -> str:
@@ -162,8 +165,11 @@ class CrateTemplates:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f".{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one build per key, across threads and evaluator processes
+            failed_file = self.root / f"{key}-{registry_stamp()}.failed"  # a new registry may resolve it
             with self._lock:
                 failed = self._failed.get(key)
+            if failed is None and failed_file.is_file():
+                failed = failed_file.read_text()
             if failed is not None:
                 return CrateTemplate(None, failed)
             if (final / MARKER).is_file():
@@ -172,6 +178,8 @@ class CrateTemplates:
             if template.problem is not None:
                 with self._lock:
                     self._failed[key] = template.problem
+                if template.lasting:  # a compile error, not a timeout on a loaded machine: the next run gets it too
+                    write_atomic(failed_file, template.problem)
             return template
 
     def _build(self, copy: CrateCopy, key: str, final: Path, uid: int) -> CrateTemplate:
@@ -186,7 +194,8 @@ class CrateTemplates:
         if not build.success:
             shutil.rmtree(stage, ignore_errors=True)
             return CrateTemplate(None, f"the crate {copy.name} {copy.version} does not build offline as it is "
-                                       f"(before the generated tests were added): {first_error(build, self.ws.build_limits)}")
+                                       f"(before the generated tests were added): {first_error(build, self.ws.build_limits)}",
+                                 lasting=build.run.problem(self.ws.build_limits) is None)
         clippy = self.ws.clippy(stage, uid=uid, target=copy.target) if self.ws.toolchain.has_clippy else None
         for sub in (".toolchain", *RUN_DIRS):
             shutil.rmtree(stage / sub, ignore_errors=True)
@@ -211,3 +220,11 @@ def broken_dependency(problem: str) -> str | None:
     """The registry crate a template's first error is in (a dependency that does not compile here), or None."""
     m = _REGISTRY_CRATE.search(problem)
     return m.group(1) if m else None
+
+
+def registry_stamp() -> str:
+    """Changes when a crate is added to or removed from the registry (its directory's mtime)."""
+    try:
+        return str(REGISTRY.stat().st_mtime_ns)
+    except OSError:
+        return "none"

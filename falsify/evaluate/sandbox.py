@@ -1,8 +1,9 @@
 """Run one untrusted command: no network, unprivileged, resource-limited, time-, output- and disk-capped.
 
 Layers, each closing a hole the others leave open:
-- `unshare --net --mount`: a network namespace with no interface up (no sockets reach
-  anything) and a private mount table, set up by a root script (`_root_script`) before
+- `unshare --net --mount`: a network namespace whose only interface is its own loopback (a
+  test may serve and call 127.0.0.1 within the run; nothing outside is reachable) and a
+  private mount table, set up by a root script (`_root_script`) before
   anything untrusted runs: the toolchain bind-mounted where the sandbox user can read it;
   fresh size-limited tmpfs on /tmp, /var/tmp and /dev/shm (what the run writes there
   vanishes with the namespace; the host's entries the run needs are bound back in); with
@@ -145,7 +146,9 @@ def _q(path: Path | str) -> str:
 def _root_script(inner: list[str], *, cwd: Path, limits: Limits, env: dict[str, str], mounts: Mounts, state: Path) -> str:
     """The shell script root runs in the new mount namespace: mounts, the command, then the disk account."""
     fail = f" || exit {SETUP_FAILED}"
-    lines = [f"mount --bind {_q(src)} {_q(dst)}{fail}" for src, dst in mounts.binds]
+    # loopback only: a test may talk to itself on 127.0.0.1 (tokio's net tests do); nothing else is reachable
+    lines = [f"ip link set lo up{fail}"]
+    lines += [f"mount --bind {_q(src)} {_q(dst)}{fail}" for src, dst in mounts.binds]
     lines += _scratch_setup(mounts.scratch, limits, state)
     if mounts.writable is not None:
         lines += [f"mount --rbind {_q(w)} {_q(w)}{fail}" for w in mounts.writable]  # keeps the binds under it

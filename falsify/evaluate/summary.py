@@ -56,6 +56,9 @@ class Summary(RubricSummary):
     in_crate_samples: int        # samples judged inside their crate
     flaky_samples: int           # samples that passed a run but not every run (failure `flaky`)
     flaky_rate: float | None     # flaky_samples / samples that passed their first run
+    offline_limited_samples: int  # could not be judged here: the crate does not build offline, or the code names a
+                                  # crate the build cannot link (record field `unavailable_crates`)
+    judged_pass_rate: float | None  # passing samples / (n - offline_limited_samples)
     line_coverage_delta: float | None    # mean of (with tests - no-test baseline): plain coverage, not scored
     branch_coverage_delta: float | None
     coverage_improved_samples: int      # samples whose tests raise the line or branch coverage of the existing tests
@@ -108,6 +111,7 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
     weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] + r["assertions"]["cannot_fail"] for r in records)
     names = sum(r["test_names"]["count"] for r in records)
     clippy = [r for r in records if r["clippy_warnings"] is not None]
+    limited = sum(r["failure"] == "crate_build" or bool(r["unavailable_crates"]) for r in records)
     failures: dict[str, int] = {}
     for r in records:
         if r["failure"]:
@@ -149,6 +153,8 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
         "failures_by_reason": failures,
         "in_crate_samples": sum(r["crate"] is not None for r in records),
         "flaky_samples": failures.get("flaky", 0),
+        "offline_limited_samples": limited,
+        "judged_pass_rate": _rate(len(ok), n - limited),
         "flaky_rate": _rate(failures.get("flaky", 0), failures.get("flaky", 0) + len(ok)),
         "test_runs": test_runs,
         "wall_seconds": wall_seconds,

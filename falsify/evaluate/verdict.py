@@ -9,6 +9,7 @@ a failure kind and reasons.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ class SampleRecord(TypedDict):
     links: bool
     passes: bool
     failure: FailureKind | None
+    unavailable_crates: list[str]  # a compile failure whose first error is a crate this offline build lacks
     crate: CrateFacts | None     # null for a standalone sample
     tests_run: int
     failing_tests: list[str]
@@ -119,6 +121,7 @@ def empty_record(sample_id: str, line: int) -> SampleRecord:
         "id": sample_id, "line": line,
         "parses": False, "compiles": False, "links": False, "passes": False,
         "failure": None,
+        "unavailable_crates": [],
         "crate": None,
         "tests_run": 0, "failing_tests": [],
         "runs": 0, "runs_passed": 0,
@@ -216,12 +219,27 @@ def record_build(rec: SampleRecord, build: BuildResult, calls_function: bool, li
         problem = build.run.problem(limits)
         rec["failure"] = "timeout" if build.run.timed_out else ("output" if problem else "compile")
         rec["reasons"].append("compile error: " + (problem or build.error_text()))
+        rec["unavailable_crates"] = unavailable_crates(build)
+        if rec["unavailable_crates"]:
+            rec["reasons"].append("the code names crates this offline build cannot link: " + ", ".join(rec["unavailable_crates"]))
         return False
     rec["compiles"] = True
     rec["links"] = calls_function
     if not calls_function:
         rec["reasons"].append("tests never call the function under test")
     return True
+
+
+_UNLINKED = re.compile(r"unresolved module or unlinked crate `([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def unavailable_crates(build: BuildResult) -> list[str]:
+    """Crates the code uses that are not among the build's dependencies (loom, a dev-dependency stripped offline),
+    when that is the first compile error: the code may be fine, this machine cannot judge it."""
+    errors = build.errors()
+    if not errors or not _UNLINKED.search(errors[0].rendered or ""):
+        return []
+    return sorted({m.group(1) for d in errors for m in _UNLINKED.finditer(d.rendered or "")})
 
 
 def tests_failure(report: LibtestReport, limits: Limits) -> tuple[FailureKind, str] | None:

@@ -332,6 +332,9 @@ def test_bad_inputs_are_one_line_problems_and_the_run_goes_on(evaluated):
         if kind == "input":
             assert f"sample '{sid}'" in r["reasons"][0]
     assert summary["n"] == 18 and summary["failures_by_reason"]["crate_build"] == 2
+    # ... and remembered in the cache for the next run (while the registry stays as it is)
+    remembered = list((cache_dir() / "crates").glob("rtf-broken-0.1.0-*.failed"))
+    assert remembered and "rtf-dependency-not-in-the-registry" in remembered[0].read_text()
     assert rec["in-crate"]["passes"] and summary["in_crate_samples"] == 12  # the 4 input problems were never located
 
 

@@ -172,3 +172,31 @@ def test_dicts_are_validated_like_file_lines(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert from_dicts(rows) == read_samples(path)
     assert [type(i).__name__ for i in from_dicts(rows)] == ["Sample", "InputProblem", "InputProblem", "InputProblem"]
+
+
+def _failed_build(*rendered: str):
+    from falsify.evaluate.crate import BuildResult, Diagnostic
+    from falsify.evaluate.sandbox import RunResult
+    return BuildResult(RunResult(101, "", "", False, False, 1.0), False, None,
+                       [Diagnostic("error", r.splitlines()[0], r, "E0433") for r in rendered])
+
+
+def test_a_compile_failure_on_a_crate_this_machine_lacks_is_told_apart():
+    """loom, or a dev-dependency stripped offline: the code may be right, this build cannot link it. Only when that is
+    the first error: an error of the code's own comes first otherwise."""
+    from falsify.evaluate.verdict import unavailable_crates
+    loom = "error[E0433]: cannot find module or crate `loom` in this scope\n  use of unresolved module or unlinked crate `loom`"
+    nix = "error[E0432]: unresolved import `nix`\n  use of unresolved module or unlinked crate `nix`"
+    typo = "error[E0425]: cannot find function `clamp2` in this scope"
+    assert unavailable_crates(_failed_build(loom, nix, loom)) == ["loom", "nix"]
+    assert unavailable_crates(_failed_build(typo, loom)) == []
+
+
+def test_the_judged_pass_rate_leaves_out_what_this_machine_cannot_judge():
+    recs = [empty_record(f"s{i}", i) for i in range(4)]
+    recs[0] |= {"compiles": True, "passes": True}
+    recs[1] |= {"failure": "crate_build"}
+    recs[2] |= {"failure": "compile", "unavailable_crates": ["loom"]}
+    recs[3] |= {"failure": "compile"}
+    summary = summarize(recs, wall_seconds=1.0, jobs=1, toolchain="rustc")
+    assert summary["pass_rate"] == 0.25 and summary["offline_limited_samples"] == 2 and summary["judged_pass_rate"] == 0.5

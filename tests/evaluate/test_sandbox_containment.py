@@ -51,17 +51,22 @@ def _run_test(script: str, sample_dir: Path, uid: int, limits: Limits = LIMITS) 
                          scratch=(sample_dir / "run", sample_dir / "prof"))
 
 
-def _owned_by(uid: int, roots: tuple[Path, ...], *, outside: Path) -> list[str]:
-    found = subprocess.run(["find", *map(str, roots), "-xdev", "-uid", str(uid)], capture_output=True, text=True).stdout
+def _owned_by(uid: int, roots: tuple[Path, ...], *, outside: Path, newer: Path) -> list[str]:
+    """Files of `uid` under `roots` changed after `newer` was (a killed evaluator's older leftovers are not this run's)."""
+    found = subprocess.run(["find", *map(str, roots), "-xdev", "-uid", str(uid), "-newer", str(newer)],
+                           capture_output=True, text=True).stdout
     return [p for p in found.splitlines() if not Path(p).is_relative_to(outside)]
 
 
 def test_files_written_to_the_temp_dirs_do_not_outlive_the_run(sample_dir, uid, tmp_path_factory):
     writes = "; ".join(f"head -c {50 * MB} /dev/zero > {d}/rtf-leak-$$ && stat -c %s {d}/rtf-leak-$$" for d in PRIVATE_TMP)
+    started = tmp_path_factory.mktemp("started") / "marker"
+    started.write_text("")
+    time.sleep(0.01)
     run = _run_test(writes, sample_dir, uid)
     assert run.returncode == 0 and run.stdout.split() == [str(50 * MB)] * 3, (run.stdout, run.stderr)
     pytest_dirs = tmp_path_factory.getbasetemp().parent  # earlier tests' sample dirs, the uid's by design
-    assert _owned_by(uid, WORLD_WRITABLE, outside=pytest_dirs) == []
+    assert _owned_by(uid, WORLD_WRITABLE, outside=pytest_dirs, newer=started) == []
 
 
 def test_temp_dirs_are_size_limited(sample_dir, uid):
@@ -109,3 +114,13 @@ def test_a_disk_limit_below_one_mib_is_exit_2(tmp_path, capsys):
     samples.write_text("")
     assert main(["--samples", str(samples), "--out", str(tmp_path / "out"), "--disk-limit-mb", "0"]) == 2
     assert "--disk-limit-mb must be at least 1" in capsys.readouterr().err
+
+
+def test_a_run_reaches_its_own_loopback_and_nothing_else(sample_dir, uid):
+    """Honest tests serve and call 127.0.0.1 (tokio's net tests); the namespace's loopback is theirs alone."""
+    serve_and_call = ("python3 -c \"import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+                      "c = socket.create_connection(s.getsockname(), timeout=2); print('loopback ok')\"; "
+                      "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=2)\" 2>&1 | tail -1")
+    run = _run_test(serve_and_call, sample_dir, uid)
+    assert run.stdout.splitlines()[0] == "loopback ok", (run.stdout, run.stderr)
+    assert "unreachable" in run.stdout.splitlines()[-1], run.stdout
