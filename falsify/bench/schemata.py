@@ -1,10 +1,12 @@
-"""Benchmark (a script, not a test): python -m falsify.bench schemata [--samples N] [--jobs J].
+"""Benchmark (a script, not a test): python -m falsify.bench schemata [--samples N] [--jobs J] [--pairs P].
 
 Prints, warm (dependencies already compiled in the cache), on this machine:
 1. wall time for N corpus-sized samples through compile + test + coverage + clippy +
    mutation, and the median seconds per sample of each phase;
 2. mutant schemata against one build per mutant on the same functions, sequentially,
-   with the check that every mutant gets the same verdict both ways, and the speed-up.
+   with the check that every mutant gets the same verdict both ways, and the speed-up:
+   P alternating pairs (which side goes first alternates), the ratio within each pair,
+   median and range.
 The samples are ten hand-written functions of typical corpus size (10-30 lines) with unit
 and property tests, each repeated under different ids (every copy is its own crate and is
 built from scratch; only the dependencies are shared).
@@ -244,10 +246,13 @@ def pipeline(n: int, jobs: int) -> None:
           f"{_median([r['timings'].get('mutation', 0.0) for r in records]):.2f} s")
 
 
-def schemata_vs_separate() -> None:
+def schemata_vs_separate(pairs: int = 3) -> None:
+    """`pairs` alternating pairs (schema first, then one build per mutant first, ...) over all functions; the
+    speed-up is the ratio within each pair, reported as median and range."""
     from falsify.evaluate.crate import Workspace, assemble
+    from falsify.evaluate.mutation_operators import find_mutants
     from falsify.evaluate.mutation_runner import run_schema, run_separately
-    from falsify.evaluate.run import Options
+    from falsify.evaluate.run import Options, claim_slots
     from falsify.evaluate.sandbox import sandbox_uid
     from falsify.evaluate.toolchain import find_toolchain
 
@@ -256,35 +261,59 @@ def schemata_vs_separate() -> None:
     root = Path(tempfile.mkdtemp(prefix="rtf-bench-mut-"))
     os.chmod(root, 0o711)
     limits = Options().test_limits
-    t_schema = t_plain = 0.0
-    total = same = 0
+    # a claimed slot: every run kills its uid's leftovers, so a slot shared with another evaluation corrupts both
+    slot = claim_slots(1)
+    uid = sandbox_uid(next(iter(slot)))
+    counts = {name: len(find_mutants(code)) for name, (code, _) in FUNCTIONS.items()}
+    print(f"mutants per function: {', '.join(f'{n} {c}' for n, c in sorted(counts.items()))}; total {sum(counts.values())}")
+    ratios, schema_totals, plain_totals = [], [], []
     try:
-        for name, (code, tests) in sorted(FUNCTIONS.items()):
-            for kind in ("schema", "plain"):
-                ws.prepare(root / f"{name}-{kind}", assemble(code, tests).source, sandbox_uid(0))
-            t0 = time.monotonic()
-            a = run_schema(ws, root / f"{name}-schema", code, tests, uid=sandbox_uid(0), limits=limits, original_seconds=0.0)
-            t1 = time.monotonic()
-            b = run_separately(ws, root / f"{name}-plain", code, tests, uid=sandbox_uid(0), limits=limits, original_seconds=0.0)
-            t2 = time.monotonic()
-            # build + mutant runs only: the original's build and calibration run are outside
-            # both timings (the pipeline builds the original for its own verdict anyway)
-            ts, tp = a.build_seconds + a.run_seconds, b.build_seconds + b.run_seconds
-            t_schema += ts
-            t_plain += tp
-            agree = sum(a.verdicts.get(k) == v for k, v in b.verdicts.items())
-            for k, v in sorted(b.verdicts.items()):
-                if a.verdicts.get(k) != v:
-                    print(f"  DIFFERENT {name} mutant {k} ({b.descriptions[k]}): schema {a.verdicts.get(k)}, separate {v}")
-            total += len(b.verdicts)
-            same += agree
-            print(f"  {name:14s} mutants {len(b.verdicts):3d}  schema {ts:6.2f} s ({a.builds} builds)  "
-                  f"one-build-per-mutant {tp:6.2f} s ({b.builds} builds)  identical verdicts {agree}/{len(b.verdicts)}  "
-                  f"(wall {t1 - t0:.1f} / {t2 - t1:.1f} s)")
+        for pair in range(pairs):
+            order = ("schema", "plain") if pair % 2 == 0 else ("plain", "schema")
+            t_schema = t_plain = 0.0
+            total = same = 0
+            for name, (code, tests) in sorted(FUNCTIONS.items()):
+                dirs = {kind: root / f"{name}-{kind}-{pair}" for kind in order}
+                for kind in order:
+                    ws.prepare(dirs[kind], assemble(code, tests).source, uid)
+                res, wall = {}, {}
+                for kind in order:
+                    run = run_schema if kind == "schema" else run_separately
+                    t0 = time.monotonic()
+                    res[kind] = run(ws, dirs[kind], code, tests, uid=uid, limits=limits, original_seconds=0.0)
+                    wall[kind] = time.monotonic() - t0
+                a, b = res["schema"], res["plain"]
+                if not a.ran:
+                    print(f"  {name}: schema not run: {a.reason}")
+                # build + mutant runs only: the original's build and calibration run are outside
+                # both timings (the pipeline builds the original for its own verdict anyway)
+                ts, tp = a.build_seconds + a.run_seconds, b.build_seconds + b.run_seconds
+                t_schema += ts
+                t_plain += tp
+                agree = sum(a.verdicts.get(k) == v for k, v in b.verdicts.items())
+                for k, v in sorted(b.verdicts.items()):
+                    if a.verdicts.get(k) != v:
+                        print(f"  DIFFERENT {name} mutant {k} ({b.descriptions[k]}): schema {a.verdicts.get(k)}, separate {v}")
+                total += len(b.verdicts)
+                same += agree
+                unviable = sum(v == "unviable" for v in a.verdicts.values())
+                timeouts = sum(v == "timeout" for v in a.verdicts.values())
+                print(f"  [{pair + 1}] {name:14s} mutants {len(b.verdicts):3d} ({unviable} unviable, {timeouts} timeout)  "
+                      f"schema {ts:6.2f} s "
+                      f"({a.builds} builds)  one-build-per-mutant {tp:6.2f} s ({b.builds} builds)  identical verdicts "
+                      f"{agree}/{len(b.verdicts)}  (wall {wall['schema']:.1f} / {wall['plain']:.1f} s)")
+            ratios.append(t_plain / t_schema)
+            schema_totals.append(t_schema)
+            plain_totals.append(t_plain)
+            print(f"pair {pair + 1} ({order[0]} first): schemata {t_schema:.1f} s, one build per mutant {t_plain:.1f} s, "
+                  f"speed-up {ratios[-1]:.1f}x, identical verdicts {same}/{total}")
     finally:
+        for lock in slot.values():
+            lock.close()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"schemata: {t_schema:.1f} s, one build per mutant: {t_plain:.1f} s, speed-up {t_plain / t_schema:.1f}x, "
-          f"identical verdicts {same}/{total}")
+    print(f"schemata: median {_median(schema_totals):.1f} s, one build per mutant: median {_median(plain_totals):.1f} s; "
+          f"speed-up median {_median(ratios):.1f}x (range {min(ratios):.1f}-{max(ratios):.1f}x over {len(ratios)} "
+          f"alternating pairs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,11 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-schemata", action="store_true")
+    ap.add_argument("--pairs", type=int, default=3, help="alternating schema / one-build-per-mutant pairs")
     args = ap.parse_args(argv)
     if not args.skip_pipeline:
         pipeline(args.samples, args.jobs)
     if not args.skip_schemata:
-        schemata_vs_separate()
+        schemata_vs_separate(max(1, args.pairs))
     return 0
 
 

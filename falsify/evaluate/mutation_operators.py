@@ -9,8 +9,11 @@ which is what the equivalence test compares against, and what survivor diffs sho
 The mutated branch of a site is written from the *original* text of its operands: when
 mutant K is active no other mutant is, so inner sites need not appear there, and the
 schema grows linearly with the number of sites instead of doubling per nesting level.
-Every site is wrapped in `/*<K*/ ... /*K>*/` markers so a compiler error can be traced to
-the innermost mutant that contains it (that mutant is unviable and is dropped).
+Every mutant is wrapped in `/*<K*/ ... /*K>*/` markers so a compiler error can be traced to
+the innermost mutant that contains it (that mutant is unviable and is dropped). A site with
+several mutants (a body's typical values, an operator's alternatives) holds one marked switch
+per mutant, so an error in one alternative drops only that one. The operators follow
+cargo-mutants' genres; the return-type values are in mutation_values.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ from tree_sitter import Node
 
 from trainer.corpus import rust_ast
 
-BINARY_SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "==": "!=", "!=": "==", "<": "<=", "<=": "<",
-                ">": ">=", ">=": ">", "&&": "||", "||": "&&"}
-COMPOUND_SWAPS = {"+=": "-=", "-=": "+=", "*=": "/=", "/=": "*="}
+from .mutation_values import body_values
+
+_COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+# Each binary operator to its usual alternatives (cargo-mutants' genres), each comparison to every other one.
+BINARY_SWAPS: dict[str, tuple[str, ...]] = {
+    "+": ("-", "*"), "-": ("+", "/"), "*": ("+", "/"), "/": ("%", "*"), "%": ("/", "+"),
+    "&&": ("||",), "||": ("&&",), "&": ("|", "^"), "|": ("&", "^"), "^": ("&", "|"), "<<": (">>",), ">>": ("<<",),
+    **{op: tuple(o for o in _COMPARISONS if o != op) for op in _COMPARISONS}}
+COMPOUND_SWAPS: dict[str, tuple[str, ...]] = {
+    "+=": ("-=", "*="), "-=": ("+=", "/="), "*=": ("+=", "/="), "/=": ("%=", "*="), "%=": ("/=", "+="),
+    "&=": ("|=", "^="), "|=": ("&=", "^="), "^=": ("&=", "|="), "<<=": (">>=",), ">>=": ("<<=",)}
 UNARY_DELETIONS = ("-", "!")
 
 HELPER = """#[doc(hidden)]
@@ -43,7 +54,7 @@ ENV_VAR = "RTF_MUTANT"
 @dataclass(frozen=True)
 class Mutant:
     id: int             # the RTF_MUTANT value that activates it (1-based; 0 = original)
-    operator: str       # body_default | binary_swap | compound_swap | unary_delete | guard_true | guard_false | arm_delete
+    operator: str       # body_value | body_default | binary_swap | compound_swap | unary_delete | guard_true | guard_false | arm_delete
     line: int           # 1-based line in the function code
     start: int          # byte range of the function code that the plain mutant replaces
     end: int
@@ -108,12 +119,9 @@ def find_sites(code: str, tree=None) -> tuple[list[_Site], list[str]]:
             notes.append(f"const fn {rust_ast.function_name(fn)} not mutated (a runtime switch cannot run in const context)")
             continue
         bodies.append(body)
-        ret = fn.child_by_field_name("return_type")
-        if ret is None or rust_ast.text(ret).strip() == "()":
-            found.append((body.start_byte, "body", body, [("body_default", body.start_byte, body.end_byte, "{}")]))
-        elif ret.type != "abstract_type" and rust_ast.text(ret).strip() != "!":
-            found.append((body.start_byte, "body", body,
-                          [("body_default", body.start_byte, body.end_byte, "{ Default::default() }")]))
+        specs = _body_specs(data, body, fn.child_by_field_name("return_type"))
+        if specs:
+            found.append((body.start_byte, "body", body, specs))
     seen: set[int] = set()
     for body in bodies:
         for node in rust_ast.walk(body):
@@ -128,7 +136,8 @@ def find_sites(code: str, tree=None) -> tuple[list[_Site], list[str]]:
                 table = BINARY_SWAPS if kind == "binary_expression" else COMPOUND_SWAPS
                 if op is not None and op.type in table:
                     name = "binary_swap" if kind == "binary_expression" else "compound_swap"
-                    found.append((node.start_byte, kind, node, [(name, op.start_byte, op.end_byte, table[op.type])]))
+                    found.append((node.start_byte, kind, node,
+                                  [(name, op.start_byte, op.end_byte, alt) for alt in table[op.type]]))
             elif kind == "unary_expression":
                 op = _operator(node)
                 if op is not None and op.type in UNARY_DELETIONS:
@@ -157,6 +166,20 @@ def find_sites(code: str, tree=None) -> tuple[list[_Site], list[str]]:
             next_id += 1
         sites.append(_Site(kind, node, muts))
     return sites, notes
+
+
+def _body_specs(data: bytes, body: Node, ret: Node | None) -> list[tuple[str, int, int, str]]:
+    """The body replaced by each typical value of the return type; a value equal to the original body is skipped."""
+    if ret is not None and rust_ast.text(ret).strip() == "()":
+        ret = None
+    found = body_values(ret)
+    if not found:
+        return []
+    original = " ".join(_text(data, body)[1:-1].split())
+    if ret is None:  # `()`: the empty body, unless the body is already empty
+        return [] if not original else [("body_default", body.start_byte, body.end_byte, "{}")]
+    return [("body_default" if v == "Default::default()" else "body_value", body.start_byte, body.end_byte, f"{{ {v} }}")
+            for v in found if " ".join(v.split()) != original]
 
 
 def find_mutants(code: str) -> list[Mutant]:
@@ -200,16 +223,19 @@ def _wrap(site: _Site, node: Node, rendered: str, data: bytes) -> str:
     """Wrap one site's rendered text in its runtime switches."""
     m = site.mutants
     if site.kind == "body":
-        k = m[0].id
-        value = "return;" if m[0].replacement == "{}" else "return Default::default();"
+        # one early return per value, each its own statement: a value that does not type-check errors inside its markers
         inner = rendered[1:]  # after the body's `{`
-        return "{" + _mark(k, f" if {SWITCH} == {k} {{ {value} }}") + inner
+        checks = "".join(_mark(mut.id, f" if {SWITCH} == {mut.id} {{ return{_body_value(mut)}; }}") for mut in m)
+        return "{" + checks + inner
     if site.kind in ("binary_expression", "compound_assignment_expr", "unary_expression"):
-        mut = m[0]
-        mutated = (data[node.start_byte:mut.start].decode() + mut.replacement + data[mut.end:node.end_byte].decode())
-        if site.kind == "unary_expression":
-            mutated = "(" + mutated + ")"
-        return _mark(mut.id, f"(if {SWITCH} == {mut.id} {{ {mutated} }} else {{ {rendered} }})")
+        alternatives = []
+        for mut in m:
+            mutated = (data[node.start_byte:mut.start].decode() + mut.replacement + data[mut.end:node.end_byte].decode())
+            alternatives.append((mut.id, "(" + mutated + ")" if site.kind == "unary_expression" else mutated))
+        if len(alternatives) == 1:
+            k, mutated = alternatives[0]
+            return _mark(k, f"(if {SWITCH} == {k} {{ {mutated} }} else {{ {rendered} }})")
+        return _switch(alternatives, rendered)
     if site.kind == "guard":
         text = rendered
         for mut in reversed(m):
@@ -225,6 +251,21 @@ def _wrap(site: _Site, node: Node, rendered: str, data: bytes) -> str:
             head, _, guard = rendered.partition("if")
         return head + " if " + _mark(k, f"{SWITCH} != {k} && ") + "(" + guard.strip() + ")"
     raise ValueError(site.kind)
+
+
+def _body_value(mut: Mutant) -> str:
+    value = mut.replacement.strip()[1:-1].strip()  # `{ v }` -> `v`; `{}` -> `` (a bare `return;`)
+    return f" {value}" if value else ""
+
+
+def _switch(alternatives: list[tuple[int, str]], rendered: str) -> str:
+    """A site with several mutants: one `match` on the switch whose *first* arm is the original, so the original
+    fixes the site's type and an alternative of another type errors inside its own markers (and only it is dropped)."""
+    ids = " && ".join(f"__rtf_k != {k}" for k, _ in alternatives)
+    arms = " ".join(_mark(k, f"{k} => {{ {mutated} }}") for k, mutated in alternatives[:-1])
+    last_k, last = alternatives[-1]
+    arms += " " + _mark(last_k, f"_ => {{ {last} }}")
+    return f"(match {SWITCH} {{ __rtf_k if {ids} => {{ {rendered} }} {arms} }})"
 
 
 _MARKER = re.compile(r"/\*<(\d+)\*/|/\*(\d+)>\*/")

@@ -61,7 +61,7 @@ def test_plain_code_is_not_refused():
 def test_mutation_operators_found():
     sign_mutants = mutation_operators.find_mutants(SIGN)
     ops = [m.operator for m in sign_mutants]
-    assert ops.count("body_default") == 1
+    assert ops.count("body_value") == 3  # 0, 1, -1 for an i64
     assert {"guard_true", "guard_false", "arm_delete", "binary_swap", "unary_delete"} <= set(ops)
     # the wildcard arm itself is never deleted
     assert all("_ =>" not in SIGN.encode()[m.start:m.end].decode() for m in sign_mutants if m.operator == "arm_delete")
@@ -75,7 +75,7 @@ def test_const_fn_is_not_mutated_and_says_why():
 
 
 def test_single_mutant_applies_one_change_and_diffs():
-    m = next(m for m in mutation_operators.find_mutants(CLAMP) if m.operator == "binary_swap")
+    m = next(m for m in mutation_operators.find_mutants(CLAMP) if m.operator == "binary_swap" and m.replacement == "<=")
     mutated = m.apply(CLAMP)
     assert mutated.count("<=") == 1 and mutated.replace("<=", "<", 1) == CLAMP
     assert "-    if x < lo {" in m.diff(CLAMP) and "+    if x <= lo {" in m.diff(CLAMP)
@@ -85,20 +85,22 @@ def test_schema_switches_every_mutant_and_markers_nest():
     schema = mutation_operators.render_schema(SUM_EVEN)
     ids = [m.id for m in mutation_operators.find_mutants(SUM_EVEN)]
     for k in ids:
-        assert f"__rtf_mutant() == {k} " in schema or f"__rtf_mutant() != {k}" in schema
+        assert (f"__rtf_mutant() == {k} " in schema or f"__rtf_mutant() != {k}" in schema
+                or f"/*<{k}*/{k} => " in schema or f"/*<{k}*/_ => " in schema)
     intervals = mutation_operators.marker_intervals(schema)
     assert sorted({k for _, _, k in intervals}) == sorted(ids)
     # an offset inside the inner `% 2` swap belongs to it, not to the enclosing `&&`
     inner = next(m.id for m in mutation_operators.find_mutants(SUM_EVEN) if SUM_EVEN[m.start:m.end] == "==")
-    pos = schema.index(f"== {inner} {{") + 3
+    pos = schema.index(f"/*<{inner}*/{inner} => {{") + len(f"/*<{inner}*/{inner} => {{")
     assert mutation_operators.innermost_mutant(intervals, pos) == inner
     # dropping a mutant removes its switch
-    assert f"== {inner} {{" not in mutation_operators.render_schema(SUM_EVEN, set(ids) - {inner})
+    assert f"/*<{inner}*/" not in mutation_operators.render_schema(SUM_EVEN, set(ids) - {inner})
 
 
 def test_schema_size_grows_linearly_with_nesting():
+    # each `+` site writes its operands once per alternative (`-`, `*`) besides the original: 3 copies, never 2^depth
     code = "pub fn f(a: i32) -> i32 { " + " + ".join(["a"] * 40) + " }"
-    assert len(mutation_operators.render_schema(code)) < 60 * len(code)
+    assert len(mutation_operators.render_schema(code)) < 100 * len(code)
 
 
 def test_assertion_analysis():
