@@ -92,6 +92,7 @@ def world(tmp_path) -> dict:
     exp = write_run(tmp_path / "experiments" / "fake")
     write_run(tmp_path / "experiments" / "fake-repeat")
     write_evaluation(exp / "evaluation", good_summary())
+    write_evaluation(exp / "evaluation-base", good_summary())  # the base model's zero-shot tests, same functions
     (exp / "evaluation" / "falsifiers.json").write_text(json.dumps(FALSIFIERS), encoding="utf-8")
     holdout = tmp_path / "holdout.jsonl"
     holdout.write_text("".join(json.dumps(r) + "\n" for r in HOLDOUT), encoding="utf-8")
@@ -133,14 +134,15 @@ def test_report_from_an_existing_experiment_reuses_everything(world, capsys):
     md = (world["out"] / "scorecard.md").read_text()
     assert "| c2_type_checks | passed | 5/5 |" in md and "P-GATE-004" in md
     html = (world["out"] / "scorecard.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "sample-filter" in html and "error[E0425]; x" in html
+    assert html.count("data:image/png;base64,") == 3  # loss, categories, base vs tuned
+    assert "sample-filter" in html and "error[E0425]; x" in html
     assert "<th>extra</th>" in html and "<th>mutants</th>" not in html
     assert "score 97/100 grade A+" in capsys.readouterr().out
 
 
 def test_real_scores_follow_the_evidence_not_constants(world):
     write_evaluation(world["exp"] / "evaluation", good_summary(compile_rate=0.2, pass_rate=0.1, mutation_score=0.05))
-    assert run_report(world) == 0
+    assert run_report(world) == 3  # scored; the failing gates reject the adapter
     card = card_of(world)
     assert card["total"] == 82
     gates = {g["id"]: g["status"] for g in card["gates"]}
@@ -464,8 +466,8 @@ def test_scorecard_html_renders_in_headless_chromium(world, tmp_path):
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[0] >= 1000 and pixels.std() > 0.05  # not a blank page
     # the load handler counts the plot images the browser actually decoded
-    assert 'data-plots-loaded="2"' in dom, dom[:500]
-    assert 'id="loss-plot"' in dom and 'id="category-plot"' in dom
+    assert 'data-plots-loaded="3"' in dom, dom[:500]
+    assert 'id="loss-plot"' in dom and 'id="category-plot"' in dom and 'id="comparison-plot"' in dom
 
 
 @pytest.mark.slow
@@ -480,3 +482,61 @@ def test_the_browser_check_sees_script_errors_and_broken_plots(tmp_path):
     _, dom, console = chromium(page, tmp_path)
     assert any("noSuchFunction" in ln for ln in console)
     assert 'data-plots-loaded="0"' in dom
+
+
+# ---------------------------------------------------------------- base vs tuned, and the gates' verdict on the adapter
+
+def write_verdicts(eval_dir: Path, compiled: int, n: int = 40) -> None:
+    """Evaluator records for n functions, the first `compiled` of which compile and pass."""
+    rows = [{"id": f"demo::f{i}", "compiles": i < compiled, "passes": i < compiled, "mutation_score": 0.8 if i < compiled else None,
+             "line_coverage_gain": 0.5 if i < compiled else None, "reasons": []} for i in range(n)]
+    (eval_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_the_scorecard_answers_whether_the_fine_tune_helped(world, capsys):
+    write_verdicts(world["exp"] / "evaluation-base", compiled=4)
+    write_verdicts(world["exp"] / "evaluation", compiled=32)
+    assert run_report(world) == 0
+    cmp = card_of(world)["comparison"]
+    assert cmp["n"] == 40 and cmp["base"]["compile_rate"] == 0.1 and cmp["tuned"]["compile_rate"] == 0.8
+    for rate in ("compile_rate", "pass_rate", "mutation_score", "coverage_gain"):
+        d = cmp["delta"][rate]
+        assert set(d) == {"value", "ci95", "p_value", "test", "verdict"} and d["ci95"][0] > 0 and d["p_value"] < 0.001
+    assert cmp["verdict"] == "helped"
+    assert "did the fine-tune help? helped" in capsys.readouterr().out
+    assert "The fine-tune helped (n = 40" in (world["out"] / "scorecard.md").read_text()
+    assert "id='comparison-verdict'>The fine-tune helped" in (world["out"] / "scorecard.html").read_text()
+
+
+def test_no_base_comparison_is_said_not_hidden(world):
+    assert run_report(world, "--no-base") == 0
+    card = card_of(world)
+    assert card["comparison"] is None and card["missing_evidence"]["comparison"] == "not asked for (--no-base)"
+    assert not any(s["name"].endswith("-base") for s in card["stages"])
+    assert "Not compared: not asked for (--no-base)" in (world["out"] / "scorecard.md").read_text()
+
+
+def test_a_failing_gate_rejects_the_adapter_and_a_passing_run_clears_it(world, capsys):
+    rejection = world["exp"] / "adapter-rejected.json"
+    write_evaluation(world["exp"] / "evaluation", good_summary(compile_rate=0.5))
+    assert run_report(world) == 3
+    card = card_of(world)
+    assert card["adapter"] == "rejected"
+    gate = next(g for g in card["gates"] if g["id"] == "P-GATE-002")
+    assert gate == {**gate, "threshold": 0.9, "value": 0.5, "passed": False, "status": "failed"}
+    record = json.loads(rejection.read_text())
+    assert record["adapter_sha256"] == "adapt" and any("P-GATE-002" in r for r in record["reasons"])
+    assert "adapter REJECTED" in capsys.readouterr().out
+
+    write_evaluation(world["exp"] / "evaluation", good_summary())
+    assert run_report(world) == 0
+    assert card_of(world)["adapter"] == "accepted" and not rejection.exists()
+    assert "earlier rejection removed" in capsys.readouterr().out
+
+
+def test_the_reference_generator_has_no_adapter_to_reject(world):
+    write_evaluation(world["exp"] / "evaluation-reference", good_summary(compile_rate=0.1))
+    assert run_report(world, "--generator", "reference") == 0
+    card = card_of(world, "reference")
+    assert card["adapter"] == "not judged" and card["comparison"] is None
+    assert not (world["exp"] / "adapter-rejected.json").exists()

@@ -11,6 +11,8 @@ import pytest
 
 from trainer.__main__ import main
 from trainer.config import save_config
+from trainer.experiment import ExperimentPaths
+from trainer.rejection import write_rejection
 
 
 @pytest.fixture
@@ -131,6 +133,23 @@ def test_run_writes_experiment_dir_then_resume_refuses_corrupt_checkpoint(capsys
     gen = rows[0]["metadata"]["generation"]
     assert gen["adapter_sha256"] and gen["model_sha256"] and gen["new_tokens"] <= 16
     assert "<|im_end|>" not in rows[0]["generated_tests"]
+
+    # the base model alone (the zero-shot side of base vs tuned): no adapter in its provenance
+    base = tmp_path / "base.jsonl"
+    assert main(["generate", "--experiment", str(out), "--checkpoint", "base", "--input", config_dataset(out), "--out", str(base),
+                 "--limit", "2"]) == 0
+    base_gen = json.loads(base.read_text().splitlines()[0])["metadata"]["generation"]
+    assert base_gen["checkpoint"] == "base" and base_gen["adapter_sha256"] is None and base_gen["model_sha256"] == gen["model_sha256"]
+
+    # a rejected adapter is refused, by name, unless --allow-rejected; the base model never is
+    write_rejection(ExperimentPaths(out), adapter=Path(gen["checkpoint"]), adapter_sha256=gen["adapter_sha256"],
+                    reasons=["P-GATE-002 failed: compile rate >= 0.90: measured 0"], scorecard="reports/scorecard.json")
+    line = one_error_line(capsys, "generate", "--experiment", out, "--input", config_dataset(out), "--out", samples, "--limit", "1")
+    assert "rejected" in line and "P-GATE-002" in line and "--allow-rejected" in line
+    assert main(["generate", "--experiment", str(out), "--input", config_dataset(out), "--out", str(samples), "--limit", "1",
+                 "--allow-rejected"]) == 0
+    assert main(["generate", "--experiment", str(out), "--checkpoint", "base", "--input", config_dataset(out), "--out", str(base),
+                 "--limit", "1"]) == 0
 
 
 def config_dataset(experiment: Path) -> str:

@@ -3,7 +3,8 @@
     experiments/<name>/
       config.yaml  reproducibility.lock  training.log  metrics.sqlite  metrics.json
       base_model/  (presets: the random-init weights + trained tokenizer)
-      checkpoints/step-N/  checkpoints/best/  evaluation/
+      checkpoints/step-N/  checkpoints/best/  evaluation/  evaluation-base/
+      adapter-rejected.json  (only while the report's gates reject the adapter)
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ class ExperimentPaths:
     @property
     def base_model(self) -> Path:
         return self.root / "base_model"
+
+    @property
+    def rejection(self) -> Path:
+        """Written by the report when a P-GATE fails: why the adapter is rejected (trainer.rejection)."""
+        return self.root / "adapter-rejected.json"
 
     @property
     def evaluation(self) -> Path:

@@ -27,6 +27,7 @@ from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir
 from trainer.extract import extract_rust, first_block_closed
 from trainer.files import iter_jsonl, write_json_atomic
 from trainer.models import BaseModel, load_for_training, load_tokenizer
+from trainer.rejection import refuse_if_rejected
 from trainer.runtime import resolve_device
 
 log = logging.getLogger("trainer")
@@ -46,8 +47,17 @@ def pick_checkpoint(paths: ExperimentPaths, name: str = "best") -> Path:
     return path
 
 
-def load_experiment(experiment: Path, checkpoint: str = "best", device: str | None = None):
-    """The trained model (base + checkpoint weights) in eval mode, its tokenizer and provenance."""
+BASE = "base"  # --checkpoint base: the base model as it is, no adapter (the zero-shot side of base vs tuned)
+
+
+def load_experiment(experiment: Path, checkpoint: str = "best", device: str | None = None, allow_rejected: bool = False):
+    """The trained model (base + checkpoint weights) in eval mode, its tokenizer and provenance.
+
+    `checkpoint="base"` loads the base exactly as training starts from it (QLoRA: the same NF4
+    base) with a fresh adapter, which is the identity (peft starts LoRA's B at zero), so base
+    and tuned differ only by what training learned. A rejected adapter (trainer.rejection)
+    is refused unless `allow_rejected`.
+    """
     paths = ExperimentPaths(Path(experiment))
     if not paths.config.is_file():
         raise TrainerError(f"{experiment} is not an experiment directory (no {paths.config.name})")
@@ -57,16 +67,22 @@ def load_experiment(experiment: Path, checkpoint: str = "best", device: str | No
     base_dir = Path(cfg.model.path) if cfg.model.path else paths.base_model
     if cfg.model.init_weights:
         raise TrainerError("generation from pretrain --init experiments is not supported yet: use mode lora/qlora/full")
+    chosen = None if checkpoint == BASE else pick_checkpoint(paths, checkpoint)
+    adapter_sha256 = None if chosen is None else sha256_of_dir(chosen)
+    if chosen is not None:
+        warning = refuse_if_rejected(paths, adapter_sha256, allow_rejected)
+        if warning:
+            log.warning(warning)
     base = BaseModel(base_dir, load_tokenizer(base_dir), cfg.model.path is None, str(base_dir))
     model = load_for_training(cfg, base, dev)
-    chosen = pick_checkpoint(paths, checkpoint)
-    ckpt.load_weights(model, chosen)
+    if chosen is not None:
+        ckpt.load_weights(model, chosen)
     model.eval()
     provenance = {
         "experiment": str(paths.root),
-        "checkpoint": str(chosen),
+        "checkpoint": BASE if chosen is None else str(chosen),
         "model_sha256": sha256_of_dir(base_dir),
-        "adapter_sha256": sha256_of_dir(chosen),
+        "adapter_sha256": adapter_sha256,
         "mode": cfg.training.mode,
         "device": str(dev),
     }
@@ -201,14 +217,14 @@ def write_record(fh, row: dict, text: str, generation: dict) -> None:
 
 def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpoint: str = "best",
                   limit: int | None = None, gen: GenerationConfig | None = None, context: bool = False,
-                  batch_size: int = 8) -> dict:
+                  batch_size: int = 8, allow_rejected: bool = False) -> dict:
     """Write one samples-schema record per function; returns a summary with tokens/s and latency.
 
     `context`: show each function's crate context (corpus `crate_context`) in the prompt.
     Off by default: training prompts have none. Rows are generated `batch_size` at a
     time; a record's `seconds` is its share of its batch's wall time.
     """
-    model, tokenizer, cfg, provenance, device = load_experiment(experiment, checkpoint)
+    model, tokenizer, cfg, provenance, device = load_experiment(experiment, checkpoint, allow_rejected=allow_rejected)
     gen = gen or cfg.generation
     if gen.temperature > 0:
         torch.manual_seed(cfg.training.seed)

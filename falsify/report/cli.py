@@ -9,11 +9,16 @@
 Samples are judged inside their real crate by default; --standalone judges each function in a
 fresh crate of its own (the earlier behaviour).
 
+The base model (no adapter) also writes tests for the same holdout functions (`--no-base`: it
+does not), and the scorecard says whether the fine-tune helped, with CIs and paired tests.
+
 Writes scorecard.json, scorecard.md and scorecard.html into --out (reference: --out/reference;
 --standalone: a `standalone/` folder below that),
 all rendered first and then moved into place by rename, so a failure never leaves a partial
-scorecard over a good one. Exit codes: 0 scored; 1 regression against the baseline or a failed
-stage; 2 bad input (one line naming the file and field).
+scorecard over a good one. A failing P-GATE rejects the adapter: adapter-rejected.json is written
+next to it (and removed once every gate that ran passes). Exit codes: 0 scored, adapter accepted
+(or no adapter: the reference generator); 1 regression against the baseline or a failed stage;
+2 bad input (one line naming the file and field); 3 scored, adapter rejected.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import sys
 from pathlib import Path
 
 from falsify.report import pipeline
-from falsify.report.baseline import compare, load_baseline, regression_message
+from falsify.report.baseline import compare as compare_baseline
+from falsify.report.baseline import load_baseline, regression_message
+from falsify.report.comparison import Comparison, ComparisonError, compare
 from falsify.report.evidence import (
     Evidence,
     ReportError,
@@ -36,7 +43,8 @@ from falsify.report.evidence import (
 )
 from falsify.report.rubric import RUBRIC_VERSION, score
 from falsify.report.scorecard import Scorecard, build_scorecard, scorecard_json, write_scorecard
-from trainer.experiment import ExperimentPaths
+from trainer.experiment import ExperimentPaths, sha256_of_dir
+from trainer.rejection import clear_rejection, write_rejection
 
 TIERS = ("tier1", "tier2", "tier3")
 
@@ -53,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=40, help="holdout functions to generate and evaluate (default 40)")
     p.add_argument("--standalone", action="store_true",
                    help="evaluate each function alone in a fresh crate (samples without 'crate'), not inside its crate")
+    p.add_argument("--no-base", action="store_true",
+                   help="do not generate with the base model (no base-vs-tuned comparison)")
     p.add_argument("--holdout", type=Path, default=pipeline.CORPUS / "holdout.jsonl", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -73,7 +83,7 @@ def make_plan(args: argparse.Namespace) -> pipeline.Plan:
     if args.generator == "reference":
         return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout, standalone=args.standalone)
     return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout,
-                               standalone=args.standalone)
+                               standalone=args.standalone, compare_base=not args.no_base)
 
 
 # ---------------------------------------------------------------- evidence
@@ -116,6 +126,39 @@ def gather(plan: pipeline.Plan, results: dict[str, pipeline.StageResult]) -> Evi
     return ev
 
 
+def base_comparison(plan: pipeline.Plan, ev: Evidence, results: dict[str, pipeline.StageResult]) -> Comparison | None:
+    """Base vs tuned over the functions both were evaluated on; None (and why, in ev.missing) when it cannot be made."""
+    if plan.base_sample_results is None:
+        ev.missing["comparison"] = ("the reference generator has no base model" if plan.generator == "reference"
+                                    else "not asked for (--no-base)")
+        return None
+    sides = []
+    for path, stage in ((plan.base_sample_results, "evaluate-base"), (plan.sample_results, "evaluate")):
+        if not path.is_file():
+            ev.missing["comparison"] = _why(path, stage, results)
+            return None
+        sides.append(load_samples(path, limit=100_000))
+    try:
+        return compare(*sides)
+    except ComparisonError as exc:
+        raise ReportError(f"{plan.base_sample_results} vs {plan.sample_results}: {exc}") from None
+
+
+def judge_adapter(card: Scorecard, plan: pipeline.Plan, ev: Evidence, out: Path) -> str | None:
+    """Write or clear adapter-rejected.json as the gates say; returns a line for the user."""
+    if card["adapter"] == "not judged" or plan.experiment is None:
+        return None
+    paths = ExperimentPaths(plan.experiment)
+    if card["adapter"] == "accepted":
+        return f"adapter accepted (every gate that ran passed){'; earlier rejection removed' if clear_rejection(paths) else ''}"
+    generation = ev.generation or {}
+    adapter = Path(generation.get("checkpoint") or paths.best)
+    reasons = [f"{g['id']} failed: {g['reason']}" for g in card["gates"] if g["passed"] is False]
+    written = write_rejection(paths, adapter=adapter, adapter_sha256=generation.get("adapter_sha256") or sha256_of_dir(adapter),
+                              reasons=reasons, scorecard=str(out / "scorecard.json"))
+    return f"adapter REJECTED ({'; '.join(reasons)}); wrote {written}"
+
+
 def render_all(card: Scorecard, samples: list[dict]) -> dict[str, str]:
     """The three files' text, all rendered before anything is written."""
     from falsify.report.scorecard_html import render_html  # matplotlib: imported only when a report is written
@@ -134,9 +177,10 @@ def report(args: argparse.Namespace) -> int:
     stages = pipeline.run_stages(plan.stages, out / "logs")
     results = {s.name: s for s in stages}
     ev = gather(plan, results)
-    card = build_scorecard(score(ev), plan, ev, stages)
+    comparison = base_comparison(plan, ev, results)
+    card = build_scorecard(score(ev), plan, ev, stages, comparison)
     if baseline is not None:
-        card["baseline"] = compare(card, baseline, str(args.baseline))
+        card["baseline"] = compare_baseline(card, baseline, str(args.baseline))
     samples = load_samples(plan.sample_results, limit=5000)
     written = write_scorecard(out, render_all(card, samples))
 
@@ -144,8 +188,13 @@ def report(args: argparse.Namespace) -> int:
           f"({card['counts']['passed']} passed, {card['counts']['failed']} failed, {card['counts']['not run']} not run)")
     for g in card["gates"]:
         print(f"  {g['id']} {g['status']}: {g['reason']}")
+    if comparison is not None:
+        print(f"did the fine-tune help? {comparison['verdict']}: {comparison['sentence']}")
+    verdict = judge_adapter(card, plan, ev, out)
+    if verdict:
+        print(verdict)
     print("wrote " + ", ".join(str(p) for p in written))
-    code = 0
+    code = 3 if card["adapter"] == "rejected" else 0
     failed = [s for s in stages if s.status == "failed"]
     if failed:
         print("stage(s) failed: " + "; ".join(f"{s.name} ({s.reason}; log {s.log})" for s in failed), file=sys.stderr)

@@ -76,6 +76,11 @@ class Plan:
     holdout: Path
     stages: list[Stage]
     standalone: bool = False  # True: samples without `crate`, each function built alone (--standalone)
+    base_eval_dir: Path | None = None  # the base model's zero-shot tests, evaluated the same way (None: not compared)
+
+    @property
+    def base_sample_results(self) -> Path | None:
+        return None if self.base_eval_dir is None else self.base_eval_dir / SAMPLES_FILE
 
     @property
     def summary(self) -> Path:
@@ -191,11 +196,13 @@ def write_standalone_holdout(holdout: Path, out: Path) -> None:
 
 
 def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl",
-               standalone: bool = False) -> Plan:
+               standalone: bool = False, compare_base: bool = True) -> Plan:
     """Train twice with the same seed, generate, evaluate, run the falsifiers; reuse what `experiment` already has.
 
     In-crate by default: the generator's samples carry `crate`. `standalone`: they do not
     (today's shape), and they and their evaluation go to `evaluation-standalone/`.
+    `compare_base`: the base model (no adapter) also writes tests for the same functions,
+    evaluated into `evaluation-base/`, so the report can say whether the fine-tune helped.
     """
     fresh = experiment is None
     run_a = ExperimentPaths(DEFAULT_EXPERIMENT if fresh else Path(experiment))
@@ -203,7 +210,6 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
     eval_dir = _standalone_dir(run_a.evaluation) if standalone else run_a.evaluation
     samples = eval_dir / "generated.jsonl"
     falsifiers = eval_dir / "falsifiers.json"
-    summary = eval_dir / SUMMARY_FILE
     reuse = (lambda f: _never()) if fresh else (lambda f: f)
     config = DEFAULT_CONFIG if fresh else run_a.config  # the packaged default, or run A's own resolved config
     functions = eval_dir / "holdout-standalone.jsonl" if standalone else holdout
@@ -217,20 +223,30 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
     if standalone:
         stages.append(Stage("standalone-holdout", action=lambda: write_standalone_holdout(holdout, functions), needs=["corpus"],
                             check_output=functions))
-    stages += [
-        Stage("generate", _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--input", str(functions),
-                              "--out", str(samples), "--limit", str(limit)),
-              done=reuse(_reuse_file(samples)), needs=["train", *(["standalone-holdout"] if standalone else [])],
-              check_output=samples, progress=lines_progress([_partial_output(samples), samples], limit)),
-        Stage("evaluate", _evaluate(samples, eval_dir), done=reuse(_reuse_file(summary, newer_than=samples)), needs=["generate"],
-              check_output=summary),  # the evaluator writes nothing until it is done: no ETA
-    ]
+    needs = ["train", *(["standalone-holdout"] if standalone else [])]
+
+    def generate_and_evaluate(suffix: str, checkpoint: str, out_dir: Path) -> list[Stage]:
+        """Two stages: `trainer generate` from `checkpoint` into out_dir, then the evaluator over it."""
+        out, done = out_dir / "generated.jsonl", out_dir / SUMMARY_FILE
+        # --allow-rejected: the report is what judges the adapter, so an earlier rejection must not stop it.
+        command = _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--checkpoint", checkpoint, "--allow-rejected",
+                      "--input", str(functions), "--out", str(out), "--limit", str(limit))
+        return [Stage(f"generate{suffix}", command, done=reuse(_reuse_file(out)), needs=needs, check_output=out,
+                      progress=lines_progress([_partial_output(out), out], limit)),
+                Stage(f"evaluate{suffix}", _evaluate(out, out_dir), done=reuse(_reuse_file(done, newer_than=out)),
+                      needs=[f"generate{suffix}"], check_output=done)]  # the evaluator writes nothing until it is done: no ETA
+
+    stages += generate_and_evaluate("", "best", eval_dir)
+    base_eval_dir = eval_dir.with_name(eval_dir.name.replace("evaluation", "evaluation-base", 1)) if compare_base else None
+    if base_eval_dir is not None:
+        stages += generate_and_evaluate("-base", "base", base_eval_dir)
     if tiers:
         # pytest exits 1 when some falsifier fails: that is evidence, not a broken stage.
         stages.append(Stage("falsifiers", _py("-m", "pytest", "contracts", "-m", " or ".join(tiers), "--falsify-results",
                                               str(falsifiers), "-p", "no:cacheprovider", "-q"),
                             done=reuse(_reuse_file(falsifiers)), ok_codes=(0, 1), check_output=falsifiers))
-    return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages, standalone)
+    return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages, standalone,
+                base_eval_dir)
 
 
 def reference_sample(rec: dict, line: int, source: Path, *, standalone: bool = False) -> dict:

@@ -322,11 +322,12 @@ def _items() -> OrderedDict[str, Item]:
 
 ITEMS: OrderedDict[str, Item] = _items()
 
+# id -> (requirement, threshold, higher values pass): SPEC's P-GATE-001..004.
 GATES = OrderedDict([
-    ("P-GATE-001", "total score >= 90 (else the adapter is rejected)"),
-    ("P-GATE-002", "compile rate >= 0.90"),
-    ("P-GATE-003", "mutation score >= 0.70"),
-    ("P-GATE-004", f"peak VRAM <= {VRAM_LIMIT_MB} MiB"),
+    ("P-GATE-001", ("total score >= 90 (else the adapter is rejected)", 90, True)),
+    ("P-GATE-002", ("compile rate >= 0.90", 0.90, True)),
+    ("P-GATE-003", ("mutation score >= 0.70", 0.70, True)),
+    ("P-GATE-004", (f"peak VRAM <= {VRAM_LIMIT_MB} MiB", VRAM_LIMIT_MB, False)),
 ])
 
 
@@ -361,24 +362,24 @@ def judge_item(item: Item, ev: Evidence) -> ScoredItem:
 
 
 def _gates(total: int, items: dict[str, ScoredItem], ev: Evidence) -> list[Gate]:
-    def gate(gid, status, value, reason) -> Gate:
-        return Gate(id=gid, requirement=GATES[gid], status=status, value=value, reason=reason)
+    def gate(gid: str, value: float | None, why_not_run: str = "") -> Gate:
+        requirement, threshold, higher = GATES[gid]
+        if value is None:
+            return Gate(id=gid, requirement=requirement, threshold=threshold, status="not run", passed=None, value=None,
+                        reason=why_not_run)
+        ok = value >= threshold if higher else value <= threshold
+        return Gate(id=gid, requirement=requirement, threshold=threshold, status="passed" if ok else "failed", passed=ok,
+                    value=value, reason=f"{requirement.split(' (')[0]}: measured {_fmt(value)}")
 
-    out = [gate("P-GATE-001", "passed" if total >= 90 else "failed", total,
-                f"total {total} {'>=' if total >= 90 else '<'} 90")]
-    for gid, key, target in (("P-GATE-002", "compile_rate", 0.90), ("P-GATE-003", "mutation_score", 0.70)):
+    out = [gate("P-GATE-001", total)]
+    for gid, key in (("P-GATE-002", "compile_rate"), ("P-GATE-003", "mutation_score")):
         value, skipped = _summary_value(ev, key)
-        if skipped:
-            out.append(gate(gid, "not run", None, skipped.reason))
-        else:
-            out.append(gate(gid, "passed" if value >= target else "failed", value, f"{key} = {_fmt(value)}, needs >= {target}"))
+        out.append(gate(gid, None, skipped.reason) if skipped else gate(gid, value))
     vram = items["e1_peak_vram"]
     if vram["status"] == "not run":
-        out.append(gate("P-GATE-004", "not run", None, vram["reason"]))
+        out.append(gate("P-GATE-004", None, vram["reason"]))
     else:
-        peak = vram["evidence"]["peak_vram_mb"]
-        out.append(gate("P-GATE-004", "passed" if peak <= VRAM_LIMIT_MB else "failed", peak,
-                        f"peak VRAM {peak:.0f} MiB, needs <= {VRAM_LIMIT_MB} MiB"))
+        out.append(gate("P-GATE-004", vram["evidence"]["peak_vram_mb"]))
     return out
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
+from falsify.report.comparison import Comparison
 from falsify.report.evidence import Evidence, load_samples
 from trainer.files import write_atomic
 
@@ -52,7 +53,9 @@ class ScoredItem(TypedDict):
 class Gate(TypedDict):
     id: str  # P-GATE-00N
     requirement: str
-    status: str
+    threshold: float
+    status: str          # "passed" | "failed" | "not run"
+    passed: bool | None  # None: not run (no evidence), which neither accepts nor rejects
     value: float | None
     reason: str
 
@@ -118,6 +121,8 @@ class Scorecard(RubricScore):
     stages: list[StageRecord]
     missing_evidence: dict[str, str]
     curves: dict[str, Curve]  # "train loss (run A)", "validation loss (repeat)", ...
+    comparison: Comparison | None  # base vs tuned on the same holdout (None: not compared; missing_evidence says why)
+    adapter: str  # "accepted" | "rejected" (a gate failed) | "not judged" (no adapter, or a stage failed)
     baseline: NotRequired[BaselineDiff]
 
 
@@ -178,7 +183,15 @@ def _stage_record(stage: "StageResult") -> StageRecord:
             "reason": stage.reason, "log": stage.log}
 
 
-def build_scorecard(scored: RubricScore, plan: "Plan", ev: Evidence, stages: "list[StageResult]") -> Scorecard:
+def adapter_verdict(scored: RubricScore, plan: "Plan", stages: "list[StageResult]") -> str:
+    """SPEC: a failing P-GATE rejects the adapter. Only a model run has an adapter; a failed stage leaves it unjudged."""
+    if plan.generator != "model" or any(s.status == "failed" for s in stages):
+        return "not judged"
+    return "rejected" if any(g["passed"] is False for g in scored["gates"]) else "accepted"
+
+
+def build_scorecard(scored: RubricScore, plan: "Plan", ev: Evidence, stages: "list[StageResult]",
+                    comparison: Comparison | None = None) -> Scorecard:
     """The rubric's score plus what the reader needs to trust it: provenance, stages, missing evidence, curves."""
     curves: dict[str, Curve] = {}
     for label, run in (("run A", ev.experiment), ("repeat", ev.repeat)):
@@ -187,7 +200,8 @@ def build_scorecard(scored: RubricScore, plan: "Plan", ev: Evidence, stages: "li
             curves[f"validation loss ({label})"] = [list(p) for p in run["eval_curve"]]
     return Scorecard(**scored, generator=plan.generator, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
                      provenance=provenance(plan, ev), stages=[_stage_record(s) for s in stages],
-                     missing_evidence=dict(ev.missing), curves=curves)
+                     missing_evidence=dict(ev.missing), curves=curves, comparison=comparison,
+                     adapter=adapter_verdict(scored, plan, stages))
 
 
 # ---------------------------------------------------------------- reading and writing the files

@@ -49,6 +49,41 @@ def loss_plot(curves: dict) -> str | None:
     return _png(fig)
 
 
+def comparison_plot(cmp: dict) -> str:
+    """Base vs tuned per rate, the tuned bar carrying the bootstrap 95% CI of the paired difference (added to base)."""
+    names = list(cmp["delta"])
+    base = [cmp["base"][n] for n in names]
+    tuned = [cmp["tuned"][n] for n in names]
+    # The CI is of the difference; drawn around the tuned value it reads as "where tuned could be, given base".
+    low = [cmp["tuned"][n] - (cmp["base"][n] + cmp["delta"][n]["ci95"][0]) for n in names]
+    high = [(cmp["base"][n] + cmp["delta"][n]["ci95"][1]) - cmp["tuned"][n] for n in names]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], base, width=0.4, color="#8c959f", label="base (zero-shot)")
+    ax.bar([x + 0.2 for x in xs], tuned, width=0.4, color="#0969da", label="tuned",
+           yerr=[[max(v, 0) for v in low], [max(v, 0) for v in high]], capsize=4, ecolor="#1f2328")
+    ax.set_xticks(list(xs), [n.replace("_", " ") for n in names])
+    ax.set_ylabel("rate")
+    ax.set_title(f"Base vs tuned on the same {cmp['n']} functions (error bars: 95% CI of the difference)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _png(fig)
+
+
+def _comparison_html(card: Scorecard) -> list[str]:
+    cmp = card.get("comparison")
+    if not cmp:
+        why = (card.get("missing_evidence") or {}).get("comparison")
+        return [f"<h2>Did the fine-tune help?</h2><p class='not-run'>Not compared: {_e(why)}.</p>"] if why else []
+    rows = "".join(f"<tr><td>{_e(n)}</td><td>{cmp['base'][n]:.3f}</td><td>{cmp['tuned'][n]:.3f}</td><td>{d['value']:+.3f}</td>"
+                   f"<td>[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]</td><td>{d['p_value']:.3g}</td><td>{_e(d['test'])}</td>"
+                   f"<td>{_e(d['verdict'])}</td></tr>" for n, d in cmp["delta"].items())
+    return [f"<h2>Did the fine-tune help?</h2><p id='comparison-verdict'>{html.escape(cmp['sentence'])}</p>",
+            f"<img class='plot' id='comparison-plot' alt='base vs tuned' src='data:image/png;base64,{comparison_plot(cmp)}'>",
+            "<table id='comparison'><tr><th>rate</th><th>base</th><th>tuned</th><th>delta</th><th>95% CI</th><th>p</th>"
+            f"<th>test</th><th>verdict</th></tr>{rows}</table>"]
+
+
 def category_plot(card: Scorecard) -> str:
     """Points earned against the maximum for each rubric category, as base64 PNG."""
     cats = list(card["categories"])
@@ -147,7 +182,9 @@ def render_html(card: Scorecard, samples: list[dict]) -> str:
     else:
         parts.append("<p class='not-run'>No loss curves: no training run was scored.</p>")
     parts.append(f"<img class='plot' id='category-plot' alt='rubric by category' src='data:image/png;base64,{category_plot(card)}'>")
-    parts.append("<h2>Gates</h2><table><tr><th>gate</th><th>requirement</th><th>status</th><th>reason</th></tr>")
+    parts += _comparison_html(card)
+    parts.append(f"<h2>Gates</h2><p id='adapter-verdict'>Adapter: <b>{_e(card['adapter'])}</b></p>"
+                 "<table><tr><th>gate</th><th>requirement</th><th>status</th><th>reason</th></tr>")
     parts += [f"<tr><td>{g['id']}</td><td>{_e(g['requirement'])}</td><td>{_status(g['status'])}</td><td>{_e(g['reason'])}</td></tr>"
               for g in card["gates"]]
     parts.append("</table><h2>Items</h2><table><tr><th>item</th><th>category</th><th>status</th><th>points</th>"

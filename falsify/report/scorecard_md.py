@@ -26,6 +26,20 @@ def evidence_text(ev: dict) -> str:
     return ", ".join(f"{k}={_short(v)}" for k, v in ev.items()) or "-"
 
 
+def comparison_markdown(card: Scorecard) -> list[str]:
+    """Base vs tuned: one row per rate, the paired difference with its CI and p-value, then the verdict in words."""
+    cmp = card.get("comparison")
+    if not cmp:
+        why = (card.get("missing_evidence") or {}).get("comparison")
+        return ["## Did the fine-tune help?", "", f"Not compared: {why}.", ""] if why else []
+    out = ["## Did the fine-tune help?", "", cmp["sentence"], "",
+           f"| rate (n = {cmp['n']}) | base | tuned | delta | 95% CI | p | test | verdict |", "|---|---:|---:|---:|---|---:|---|---|"]
+    for name, d in cmp["delta"].items():
+        out.append(f"| {name} | {cmp['base'][name]:.3f} | {cmp['tuned'][name]:.3f} | {d['value']:+.3f} | "
+                   f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_value']:.3g} | {d['test']} | {d['verdict']} |")
+    return out + [""]
+
+
 def render_markdown(card: Scorecard) -> str:
     title = "Reference tests (corpus)" if card.get("generator") == "reference" else "Model"
     out = [f"# Scorecard: {title}", "",
@@ -36,7 +50,8 @@ def render_markdown(card: Scorecard) -> str:
     if diff:
         out += [f"Against baseline `{diff['path']}`: total {diff['total_before']} -> {diff['total_after']} "
                 f"(**{diff['total_delta']:+d}**)" + (" **REGRESSION**" if diff["regression"] else ""), ""]
-    out += ["## Gates", "", "| gate | requirement | status | reason |", "|---|---|---|---|"]
+    out += comparison_markdown(card)
+    out += ["## Gates", "", f"Adapter: **{card['adapter']}**.", "", "| gate | requirement | status | reason |", "|---|---|---|---|"]
     out += [f"| {g['id']} | {g['requirement']} | {g['status']} | {_cell(g['reason'])} |" for g in card["gates"]]
     out += ["", "## Categories", "", "| category | points | max |", "|---|---:|---:|"]
     out += [f"| {c} | {v['points']} | {v['max']} |" for c, v in card["categories"].items()]
