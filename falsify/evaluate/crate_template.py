@@ -77,6 +77,15 @@ def first_error(build: BuildResult, limits: Limits, limit: int = 300) -> str:
     return text[:limit]
 
 
+def failure_is_lasting(build: BuildResult, limits: Limits) -> bool:
+    """Whether cargo or rustc itself said why the build failed (a resolution or compile error), so the next run
+    would fail the same way. A build stopped by the harness (timeout), or killed from outside without a word from
+    cargo (a process killed by the machine), is not: remembering it would fail the crate in every later run."""
+    if build.run.problem(limits) is not None:
+        return False
+    return bool(build.errors()) or any(ln.strip().startswith("error") for ln in build.run.stderr.splitlines())
+
+
 def dependents(lock_file: Path, name: str) -> set[str]:
     """Packages of a Cargo.lock that depend on `name`, directly or not (a dev-dependency built on the crate)."""
     try:
@@ -195,7 +204,7 @@ class CrateTemplates:
             shutil.rmtree(stage, ignore_errors=True)
             return CrateTemplate(None, f"the crate {copy.name} {copy.version} does not build offline as it is "
                                        f"(before the generated tests were added): {first_error(build, self.ws.build_limits)}",
-                                 lasting=build.run.problem(self.ws.build_limits) is None)
+                                 lasting=failure_is_lasting(build, self.ws.build_limits))
         clippy = self.ws.clippy(stage, uid=uid, target=copy.target) if self.ws.toolchain.has_clippy else None
         for sub in (".toolchain", *RUN_DIRS):
             shutil.rmtree(stage / sub, ignore_errors=True)
