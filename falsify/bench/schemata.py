@@ -6,7 +6,9 @@ Prints, warm (dependencies already compiled in the cache), on this machine:
 2. mutant schemata against one build per mutant on the same functions, sequentially,
    with the check that every mutant gets the same verdict both ways, and the speed-up:
    P alternating pairs (which side goes first alternates), the ratio within each pair,
-   median and range.
+   median and range; two rows: `standalone` (each function alone in a tiny crate) and
+   `in-crate` (each function inside its real crate, the evaluator's default: one build per
+   mutant recompiles that crate; the fixture crate and, when on this machine, bytesize).
 The samples are ten hand-written functions of typical corpus size (10-30 lines) with unit
 and property tests, each repeated under different ids (every copy is its own crate and is
 built from scratch; only the dependencies are shared).
@@ -246,13 +248,63 @@ def pipeline(n: int, jobs: int) -> None:
           f"{_median([r['timings'].get('mutation', 0.0) for r in records]):.2f} s")
 
 
-def schemata_vs_separate(pairs: int = 3) -> None:
-    """`pairs` alternating pairs (schema first, then one build per mutant first, ...) over all functions; the
-    speed-up is the ratio within each pair, reported as median and range."""
-    from falsify.evaluate.crate import Workspace, assemble
-    from falsify.evaluate.mutation_operators import find_mutants
-    from falsify.evaluate.mutation_runner import run_schema, run_separately
-    from falsify.evaluate.run import Options, claim_slots
+# In-crate cases (the evaluator's default mode): each function is judged inside its real crate, where one build
+# per mutant recompiles the crate while the schema is built once. Deterministic unit tests only, so the two ways
+# must give every mutant the same verdict. (crate dir, file, start of the function, end marker, tests)
+FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "data" / "crates" / "rtf-fixture"
+REGISTRY = Path("/usr/share/cargo/registry")
+IN_CRATE = {
+"fixture:digit_sum": (FIXTURE, "src/digits.rs", "pub fn digit_sum", "#[cfg(all", """use super::*;
+
+#[test]
+fn sums_the_digits() {
+    assert_eq!(digit_sum(123), 6);
+    assert_eq!(digit_sum(0), 0);
+}"""),
+"fixture:digit_class": (FIXTURE, "src/digits.rs", "pub fn digit_class", "/// Compiled only", """use super::*;
+
+#[test]
+fn classifies_by_digit_count() {
+    assert_eq!(digit_class(7), "single");
+    assert_eq!(digit_class(10), "multi");
+}"""),
+"bytesize:to_string": (REGISTRY / "bytesize-1.1.0", "src/lib.rs", "pub fn to_string(", "\n}\n", """use super::*;
+
+#[test]
+fn formats_decimal_and_binary_sizes() {
+    assert_eq!(to_string(0, false), "0 B");
+    assert_eq!(to_string(999, false), "999 B");
+    assert_eq!(to_string(1023, true), "1023 B");
+    assert_eq!(to_string(1024, true), "1.0 kiB");
+    assert_eq!(to_string(1024, false), "1.0 KB");
+    assert_eq!(to_string(301_000, true), "293.9 kiB");
+    assert_eq!(to_string(301_000, false), "301.0 KB");
+    assert_eq!(to_string(1_048_576, true), "1.0 MiB");
+    assert_eq!(to_string(1_048_576, false), "1048.6 KB");
+    assert_eq!(to_string(419_000_000, false), "419.0 MB");
+}"""),
+}
+
+
+def in_crate_cases() -> dict[str, tuple[Path, str, str, str]]:
+    """name -> (crate dir, file, function text verbatim from the file, tests), for the crates on this machine."""
+    cases = {}
+    for name, (crate, file, begin, stop, tests) in IN_CRATE.items():
+        if not (crate / file).is_file():
+            print(f"  in-crate {name}: {crate / file} is not on this machine; left out")
+            continue
+        text = (crate / file).read_text()
+        i = text.index(begin)
+        j = text.index(stop, i) + (len(stop) - 1 if stop.startswith("\n}") else 0)
+        cases[name] = (crate, file, text[i:j].rstrip(), tests)
+    return cases
+
+
+def schemata_vs_separate(pairs: int = 3, rows: tuple[str, ...] = ("standalone", "in-crate")) -> None:
+    """Per row, `pairs` alternating pairs (schema first, then one build per mutant first, ...) over all its
+    functions; the speed-up is the ratio within each pair, reported as median and range."""
+    from falsify.evaluate.crate import Workspace
+    from falsify.evaluate.run import claim_slots
     from falsify.evaluate.sandbox import sandbox_uid
     from falsify.evaluate.toolchain import find_toolchain
 
@@ -260,60 +312,108 @@ def schemata_vs_separate(pairs: int = 3) -> None:
     ws.warm()
     root = Path(tempfile.mkdtemp(prefix="rtf-bench-mut-"))
     os.chmod(root, 0o711)
-    limits = Options().test_limits
     # a claimed slot: every run kills its uid's leftovers, so a slot shared with another evaluation corrupts both
     slot = claim_slots(1)
     uid = sandbox_uid(next(iter(slot)))
-    counts = {name: len(find_mutants(code)) for name, (code, _) in FUNCTIONS.items()}
-    print(f"mutants per function: {', '.join(f'{n} {c}' for n, c in sorted(counts.items()))}; total {sum(counts.values())}")
-    ratios, schema_totals, plain_totals = [], [], []
+    summaries = []
     try:
-        for pair in range(pairs):
-            order = ("schema", "plain") if pair % 2 == 0 else ("plain", "schema")
-            t_schema = t_plain = 0.0
-            total = same = 0
-            for name, (code, tests) in sorted(FUNCTIONS.items()):
-                dirs = {kind: root / f"{name}-{kind}-{pair}" for kind in order}
-                for kind in order:
-                    ws.prepare(dirs[kind], assemble(code, tests).source, uid)
-                res, wall = {}, {}
-                for kind in order:
-                    run = run_schema if kind == "schema" else run_separately
-                    t0 = time.monotonic()
-                    res[kind] = run(ws, dirs[kind], code, tests, uid=uid, limits=limits, original_seconds=0.0)
-                    wall[kind] = time.monotonic() - t0
-                a, b = res["schema"], res["plain"]
-                if not a.ran:
-                    print(f"  {name}: schema not run: {a.reason}")
-                # build + mutant runs only: the original's build and calibration run are outside
-                # both timings (the pipeline builds the original for its own verdict anyway)
-                ts, tp = a.build_seconds + a.run_seconds, b.build_seconds + b.run_seconds
-                t_schema += ts
-                t_plain += tp
-                agree = sum(a.verdicts.get(k) == v for k, v in b.verdicts.items())
-                for k, v in sorted(b.verdicts.items()):
-                    if a.verdicts.get(k) != v:
-                        print(f"  DIFFERENT {name} mutant {k} ({b.descriptions[k]}): schema {a.verdicts.get(k)}, separate {v}")
-                total += len(b.verdicts)
-                same += agree
-                unviable = sum(v == "unviable" for v in a.verdicts.values())
-                timeouts = sum(v == "timeout" for v in a.verdicts.values())
-                print(f"  [{pair + 1}] {name:14s} mutants {len(b.verdicts):3d} ({unviable} unviable, {timeouts} timeout)  "
-                      f"schema {ts:6.2f} s "
-                      f"({a.builds} builds)  one-build-per-mutant {tp:6.2f} s ({b.builds} builds)  identical verdicts "
-                      f"{agree}/{len(b.verdicts)}  (wall {wall['schema']:.1f} / {wall['plain']:.1f} s)")
-            ratios.append(t_plain / t_schema)
-            schema_totals.append(t_schema)
-            plain_totals.append(t_plain)
-            print(f"pair {pair + 1} ({order[0]} first): schemata {t_schema:.1f} s, one build per mutant {t_plain:.1f} s, "
-                  f"speed-up {ratios[-1]:.1f}x, identical verdicts {same}/{total}")
+        for row in rows:  # in the order asked
+            cases = _standalone_cases(ws, uid) if row == "standalone" else _in_crate_cases(ws, root, uid)
+            summaries.append(_row(row, cases, pairs, ws, root, uid))
     finally:
         for lock in slot.values():
             lock.close()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"schemata: median {_median(schema_totals):.1f} s, one build per mutant: median {_median(plain_totals):.1f} s; "
-          f"speed-up median {_median(ratios):.1f}x (range {min(ratios):.1f}-{max(ratios):.1f}x over {len(ratios)} "
-          f"alternating pairs)")
+    for line in summaries:
+        print(line)
+
+
+def _standalone_cases(ws, uid: int) -> dict:
+    """name -> (code, tests, prepare(dir) -> place or None): each function alone in its own crate."""
+    from falsify.evaluate.crate import assemble
+
+    def prepare(code, tests):
+        return lambda d: ws.prepare(d, assemble(code, tests).source, uid)
+    return {name: (code, tests, prepare(code, tests)) for name, (code, tests) in sorted(FUNCTIONS.items())}
+
+
+def _in_crate_cases(ws, root: Path, uid: int) -> dict:
+    """name -> (code, tests, prepare(dir) -> place): each function in a copy of its crate, as the evaluator does."""
+    from falsify.evaluate.crate_template import CrateTemplates
+    from falsify.evaluate.prepare import in_crate_place, prepare_in_crate
+    from falsify.evaluate.samples import CrateRef, Sample
+    from falsify.evaluate.verdict import empty_record
+
+    templates = CrateTemplates(ws, root / "staging", coverage=False)
+
+    def prepare(name, code, tests, crate, file):
+        def at(d: Path):
+            sample = Sample(name, 1, code, tests, crate=CrateRef(str(crate), file))
+            rec = empty_record(name, 1)
+            prepared = prepare_in_crate(ws, templates, sample, rec, d, uid)
+            if prepared is None:
+                raise RuntimeError(f"in-crate {name}: not prepared: {rec.get('failure')} {rec.get('reason')}")
+            return in_crate_place(prepared.copy, d)
+        return at
+    return {name: (code, tests, prepare(name, code, tests, crate, file))
+            for name, (crate, file, code, tests) in in_crate_cases().items()}
+
+
+def _row(row: str, cases: dict, pairs: int, ws, root: Path, uid: int) -> str:
+    from falsify.evaluate.mutation_operators import find_mutants
+    from falsify.evaluate.mutation_runner import run_schema, run_separately
+    from falsify.evaluate.run import Options
+
+    limits = Options().test_limits
+    counts = {name: len(find_mutants(code)) for name, (code, _, _) in cases.items()}
+    print(f"{row}: mutants per function: {', '.join(f'{n} {c}' for n, c in sorted(counts.items()))}; "
+          f"total {sum(counts.values())}")
+    ratios, schema_totals, plain_totals, mismatches = [], [], [], 0
+    for pair in range(pairs):
+        order = ("schema", "plain") if pair % 2 == 0 else ("plain", "schema")
+        t_schema = t_plain = 0.0
+        total = same = 0
+        for name, (code, tests, prepare) in cases.items():
+            dirs = {kind: root / f"{row}-{name.replace(':', '-')}-{kind}-{pair}" for kind in order}
+            places = {kind: prepare(dirs[kind]) for kind in order}
+            res, wall = {}, {}
+            for kind in order:
+                run = run_schema if kind == "schema" else run_separately
+                t0 = time.monotonic()
+                res[kind] = run(ws, dirs[kind], code, tests, uid=uid, limits=limits, original_seconds=0.0,
+                                place=places[kind])
+                wall[kind] = time.monotonic() - t0
+            a, b = res["schema"], res["plain"]
+            if not a.ran:
+                print(f"  {name}: schema not run: {a.reason}")
+            # build + mutant runs only: the original's build and calibration run are outside
+            # both timings (the pipeline builds the original for its own verdict anyway)
+            ts, tp = a.build_seconds + a.run_seconds, b.build_seconds + b.run_seconds
+            t_schema += ts
+            t_plain += tp
+            agree = sum(a.verdicts.get(k) == v for k, v in b.verdicts.items())
+            for k, v in sorted(b.verdicts.items()):
+                if a.verdicts.get(k) != v:
+                    print(f"  DIFFERENT {name} mutant {k} ({b.descriptions[k]}): schema {a.verdicts.get(k)}, separate {v}")
+            total += len(b.verdicts)
+            same += agree
+            mismatches += len(b.verdicts) - agree
+            unviable = sum(v == "unviable" for v in a.verdicts.values())
+            timeouts = sum(v == "timeout" for v in a.verdicts.values())
+            print(f"  [{row} {pair + 1}] {name:20s} mutants {len(b.verdicts):3d} ({unviable} unviable, {timeouts} timeout)  "
+                  f"schema {ts:6.2f} s ({a.builds} builds)  one-build-per-mutant {tp:6.2f} s ({b.builds} builds)  "
+                  f"identical verdicts {agree}/{len(b.verdicts)}  (wall {wall['schema']:.1f} / {wall['plain']:.1f} s)")
+            for d in dirs.values():
+                shutil.rmtree(d, ignore_errors=True)
+        ratios.append(t_plain / t_schema)
+        schema_totals.append(t_schema)
+        plain_totals.append(t_plain)
+        print(f"{row} pair {pair + 1} ({order[0]} first): schemata {t_schema:.1f} s, one build per mutant {t_plain:.1f} s, "
+              f"speed-up {ratios[-1]:.1f}x, identical verdicts {same}/{total}")
+    return (f"{row}: {len(cases)} functions, {sum(counts.values())} mutants: schemata median {_median(schema_totals):.1f} s, "
+            f"one build per mutant median {_median(plain_totals):.1f} s; speed-up median {_median(ratios):.1f}x "
+            f"(range {min(ratios):.1f}-{max(ratios):.1f}x over {len(ratios)} alternating pairs); "
+            f"{mismatches} verdict mismatches over all pairs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,11 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-schemata", action="store_true")
     ap.add_argument("--pairs", type=int, default=3, help="alternating schema / one-build-per-mutant pairs")
+    ap.add_argument("--rows", default="standalone,in-crate",
+                    help="which rows of the schemata benchmark: standalone (each function alone), in-crate (in its crate)")
     args = ap.parse_args(argv)
+    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+    if not set(rows) <= {"standalone", "in-crate"}:
+        ap.error(f"--rows: standalone and/or in-crate, not {args.rows!r}")
     if not args.skip_pipeline:
         pipeline(args.samples, args.jobs)
     if not args.skip_schemata:
-        schemata_vs_separate(max(1, args.pairs))
+        schemata_vs_separate(max(1, args.pairs), rows)
     return 0
 
 

@@ -18,7 +18,8 @@ Layers, each closing a hole the others leave open:
 - here: a wall-clock deadline and an output cap (pipes read in chunks; the first
   `output_bytes` are kept and the run is killed once it exceeds them); the disk cap read from
   what the root script wrote where only root can; on the way out every process still owned by
-  the slot's uid is killed.
+  the slot's uid is killed (found by the real uid in /proc/<pid>/status, signalled through a
+  pidfd taken before the uid is checked again, so a reused pid is never hit).
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ from __future__ import annotations
 import os
 import selectors
 import shlex
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 SANDBOX_UID_BASE = 61000  # slot k runs as uid/gid 61000 + k (no passwd entry needed)
 PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))  # each a fresh tmpfs of `tmp_bytes` in the run
-STATE_ROOT = Path("/run/rtf-sandbox")  # root-only: each run's status dir (outside PRIVATE_TMP, so never hidden)
+STATE_ROOT = Path("/run/rtf-sandbox")  # root-only: one state dir per uid (outside PRIVATE_TMP, so never hidden)
 SETUP_FAILED = 97  # the root script's exit status when a mount fails
 _KERNEL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))  # never remounted read-only
 
@@ -123,20 +120,32 @@ def run_sandboxed(argv: list[str], *, cwd: Path, uid: int, limits: Limits, env: 
     """
     mounts = Mounts(binds, () if scratch and writable is None else writable, scratch)
     _kill_everything(None, uid)  # leftovers of an earlier run in this slot would eat its process quota
-    STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state = Path(tempfile.mkdtemp(prefix=f"{uid}-", dir=STATE_ROOT))  # root's alone: the sandbox cannot reach it
-    try:
-        for k in range(len(scratch)):
-            (state / "real" / str(k)).mkdir(parents=True)
-        (state / "disk").mkdir()
-        script = _root_script(confined_command(argv, uid=uid, limits=limits), cwd=cwd, limits=limits, env=env,
-                              mounts=mounts, state=state)
-        result = _run(command_line(script), cwd=Path("/"), uid=uid,
-                      limits=limits, env={**env, "TMPDIR": "/tmp"})
-        result.disk_exceeded = _filled(state / "status")
-        return result
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    state = _state_dir(uid, len(scratch))
+    os.truncate(state / "status", 0)  # this run's disk account, written by root alone; an earlier run's is gone
+    script = _root_script(confined_command(argv, uid=uid, limits=limits), cwd=cwd, limits=limits, env=env,
+                          mounts=mounts, state=state)
+    result = _run(command_line(script), cwd=Path("/"), uid=uid, limits=limits, env={**env, "TMPDIR": "/tmp"})
+    result.disk_exceeded = _filled(state / "status")
+    return result
+
+
+def _state_dir(uid: int, n_scratch: int) -> Path:
+    """The uid's state dir, kept between runs (a slot runs one command at a time: see run.claim_slots).
+
+    It holds only empty mount points (`real/<k>`, `disk`: the run mounts on them inside its own mount namespace,
+    so the host's copies stay empty) and the status file, emptied before each run; root's alone, out of the
+    sandbox's reach.
+    """
+    state = STATE_ROOT / str(uid)
+    if not ((state / "real" / str(max(n_scratch - 1, 0))).is_dir() and (state / "status").is_file()):
+        STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.mkdir(mode=0o700, exist_ok=True)
+        (state / "real").mkdir(mode=0o700, exist_ok=True)
+        for k in range(max(n_scratch, 1)):
+            (state / "real" / str(k)).mkdir(mode=0o700, exist_ok=True)
+        (state / "disk").mkdir(mode=0o700, exist_ok=True)
+        (state / "status").touch(mode=0o600)
+    return state
 
 
 def _q(path: Path | str) -> str:
@@ -175,8 +184,9 @@ def _scratch_setup(scratch: tuple[Path, ...], limits: Limits, state: Path) -> li
              f"mount -t tmpfs -o {_tmpfs_options(limits.disk_bytes, '0700')} rtf-disk {_q(disk)}{fail}"]
     for k, path in enumerate(scratch):
         real, copy = state / "real" / str(k), disk / str(k)
-        lines += [f"mount --bind {_q(path)} {_q(real)}{fail}", f"mkdir {_q(copy)}{fail}",
-                  f"cp -a {_q(real)}/. {_q(copy)}/{fail}", f"mount --bind {_q(copy)} {_q(path)}{fail}"]
+        # `cp -a real copy` makes `copy` (absent) a copy of the dir itself: its contents, owner and mode
+        lines += [f"mount --bind {_q(path)} {_q(real)}{fail}", f"cp -a {_q(real)} {_q(copy)}{fail}",
+                  f"mount --bind {_q(copy)} {_q(path)}{fail}"]
     return lines
 
 
@@ -268,6 +278,41 @@ def _run(cmd: list[str], *, cwd: Path, uid: int, limits: Limits, env: dict[str, 
                      time.monotonic() - start)
 
 
+def _uid_processes(uid: int) -> list[int]:
+    """The pids whose real uid is `uid`, read from /proc/<pid>/status (who owns the files under /proc/<pid> would
+    not do: those of a process that makes itself non-dumpable show as root's)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _real_uid(name) == uid:
+            found.append(int(name))
+    return found
+
+
+def _real_uid(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            data = f.read()
+    except OSError:  # gone
+        return None
+    at = data.find(b"\nUid:")
+    return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else None
+
+
+def _kill_pid(pid: int, uid: int) -> None:
+    """SIGKILL `pid` if it still runs as `uid`: the pidfd pins the process, then its uid is checked again."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone
+        return
+    try:
+        if _real_uid(str(pid)) == uid:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _kill_everything(proc: subprocess.Popen | None, uid: int) -> None:
     """Kill the wrapper's process group, then every process the sandbox uid still owns."""
     if proc is not None:
@@ -276,14 +321,11 @@ def _kill_everything(proc: subprocess.Popen | None, uid: int) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     for _ in range(50):  # a fork bomb keeps spawning until its parents are gone
-        victims = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] is not None and p.info["uids"].real == uid]
+        victims = _uid_processes(uid)
         if not victims:
             break
-        for p in victims:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        for pid in victims:
+            _kill_pid(pid, uid)
         time.sleep(0.01)
     if proc is not None:
         try:
