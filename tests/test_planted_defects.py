@@ -283,6 +283,29 @@ def init_weights_randomised(mp):
     _wrap(mp, models, "load_pretrained", make)
 
 
+def loaded_weights_reinitialised(mp):
+    """from_pretrained reports every tensor loaded, then re-initialises them: the weights are silently not the checkpoint's.
+
+    GGUF reads (the conversion's source) are left alone, so a conversion under the plant refuses to publish instead of
+    caching random weights; the defect sits where training loads a saved directory.
+    """
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.__dict__["from_pretrained"].__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = original(cls, *args, **kwargs)
+        if kwargs.get("gguf_file"):
+            return loaded
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in (loaded[0] if isinstance(loaded, tuple) else loaded).parameters():
+                if p.dim() >= 2 and p.is_floating_point():
+                    p.copy_(torch.empty(p.shape, dtype=p.dtype).normal_(0, 0.02, generator=generator))
+        return loaded
+    mp.setattr(PreTrainedModel, "from_pretrained", classmethod(from_pretrained))
+
+
 def guard_swallowed(mp):
     import trainer.train as loop
     from trainer.errors import AndonStop
@@ -433,6 +456,8 @@ CASES = [
     ("best_checkpoint_reloads", {"mode": "lora", "steps": 4}, "checkpoint drops layer-0 LoRA B tensors", checkpoint_drops_lora_b, True),
     ("validation_loss_falls", {"mode": "lora", "steps": 4}, "learning rate schedule stuck at zero", learning_rate_zero, True),
     ("step0_loss_from_init", {"warm_steps": 20}, "init weights silently re-randomised after loading", init_weights_randomised, True),
+    ("pretrained_weights_loaded", {"mode": "lora"}, "from_pretrained silently re-initialises the weights it reports loaded",
+     loaded_weights_reinitialised, True),
     ("andon_stops_on_nan", {}, "guard swallows non-finite loss and training goes on", guard_swallowed, True),
     ("evaluator_discriminates", {}, "assertion analysis never flags trivial or tautological asserts", tautology_detector_off, True),
     ("packed_loss_equals_unpacked", {}, ROW_MASK_KEPT, packing_keeps_row_mask, False),
@@ -474,6 +499,13 @@ def test_cpu_stand_in_passes_without_the_defect(name, params):
     fixtures.clear_caches()
     verdict = CHECKS[name](**params)
     assert verdict.passed is True, f"{name} on its CPU stand-in fails with no defect planted: {verdict.message}"
+
+
+@pytest.mark.slow
+def test_pretrained_weights_check_passes_without_the_defect():
+    """The control: unplanted, the real model's step-0 loss is far below ln(vocab) (a check that always failed would catch anything)."""
+    verdict = CHECKS["pretrained_weights_loaded"](mode="lora")
+    assert verdict.passed is True, f"pretrained_weights_loaded fails with no defect planted: {verdict.message}"
 
 
 def test_every_check_has_a_planted_defect():

@@ -1,4 +1,4 @@
-"""`python -m trainer {train, generate, corpus build, monitor}`: the trainer's command surface.
+"""`python -m trainer {train, generate, model, corpus build, monitor}`: the trainer's command surface.
 
 User errors (TrainerError) print one line and exit non-zero; only bugs give tracebacks.
 """
@@ -52,10 +52,30 @@ def _generate(args: argparse.Namespace) -> int:
     from trainer.generate import generate_file
 
     summary = generate_file(Path(args.experiment), Path(args.input), Path(args.out), checkpoint=args.checkpoint, limit=args.limit,
-                            context=args.context)
+                            context=args.context, allow_rejected=args.allow_rejected)
     rate = summary["tokens_per_s"]
     print(f"wrote {summary['functions']} samples to {args.out}; {summary['new_tokens']} tokens, "
           f"{rate:.1f} tok/s" if rate else f"wrote {summary['functions']} samples to {args.out}")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from trainer import pretrained
+
+    if args.action == "list":
+        for model in pretrained.KNOWN.values():
+            where = pretrained.is_prepared(model.name)
+            print(f"{model.name}\t{model.hub_id}\t{where or 'not prepared'}")
+        return 0
+    model = pretrained.known(args.name)
+    if args.action == "check":
+        path = pretrained.verify_gguf(model)
+        print(f"ok: {path} sha256 {model.sha256}")
+        return 0
+    result = pretrained.prepare(model.name, progress=True)
+    done = f"prepared {model.name} in {result.seconds:.1f} s" if result.converted else f"{model.name} is already prepared"
+    print(done, file=sys.stderr)
+    print(result.path)
     return 0
 
 
@@ -88,11 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True)
     p.add_argument("--input", required=True, help="JSONL of functions (corpus records or samples)")
     p.add_argument("--out", required=True)
-    p.add_argument("--checkpoint", default="best", help="best | last | step-N")
+    p.add_argument("--checkpoint", default="best",
+                   help="best | last | step-N | base (the base model without the adapter: the zero-shot side of base vs tuned)")
+    p.add_argument("--allow-rejected", action="store_true",
+                   help="generate even from an adapter that the report's gates rejected (adapter-rejected.json)")
     p.add_argument("--limit", type=int, default=None, help="only the first N functions")
     p.add_argument("--context", action="store_true",
                    help="show the model the crate context a corpus record carries (its file's use lines, the types it names)")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("model", help="real base models, offline: prepare NAME | check NAME | list")
+    p.add_argument("action", choices=["prepare", "check", "list"],
+                   help="prepare: convert once into the cache and print its directory; check: the source file's sha256; list")
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="a known model (default smollm2-135m-instruct)")
+    p.set_defaults(func=_model)
 
     sub.add_parser("corpus", help="corpus build --source DIR --out DIR", add_help=False)
     sub.add_parser("monitor", help="monitor --experiment DIR [--once] [--json]", add_help=False)

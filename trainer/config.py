@@ -29,8 +29,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass
 class ModelConfig:
-    preset: str | None = "tiny"  # tiny | qwen2.5-0.5b | llama-124m (random init, said loudly)
-    path: str | None = None  # a local Hugging Face model directory (weights + tokenizer)
+    preset: str | None = "tiny"  # tiny | qwen2.5-0.5b | llama-124m (random init, said loudly); the default yields to path/init_arch
+    path: str | None = None  # a local HF model directory, a prepared model's name, or a hub id in the local cache (trainer.pretrained)
     init_arch: str | None = None  # pretrain from an initial checkpoint: its config.json (or dir)
     init_weights: str | None = None  # ... and its weights (dir or .safetensors); both or neither
     tokenizer_vocab_size: int | None = None  # presets: BPE vocab to train (None: the preset's)
@@ -151,8 +151,18 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
         key, value = parse_override(item)
         _apply_override(data, key, value)
         lines[key] = 0
+    model = data.get("model")
+    if isinstance(model, dict) and "preset" not in model and (model.get("path") is not None or model.get("init_arch") is not None):
+        data["model"] = {**model, "preset": None}  # the default preset yields to a model the config names; a stated one conflicts
     config = _build(Config, data, "", source, lines)
     validate(config, source)
+    if config.model.path is not None:
+        from trainer.pretrained import resolve_model_path
+
+        try:
+            config.model.path = str(resolve_model_path(config.model.path))  # resolved once: config.yaml records the directory
+        except TrainerError as exc:
+            raise TrainerError(f"{source}: {exc}") from None
     return config
 
 

@@ -236,7 +236,9 @@ def prepare_base(cfg: Config, train_records: list[dict], saved: Path) -> BaseMod
     """
     m = cfg.model
     if m.path is not None:
-        path = Path(m.path)
+        from trainer.pretrained import resolve_model_path
+
+        path = resolve_model_path(m.path)  # load_config resolved it already; a Config built by hand may not have
         arch = read_config_json(path, "model.path")
         tokenizer = load_tokenizer(path)
         check_vocab(len(tokenizer), int(arch.get("vocab_size", 0)), f"model.path {path}")
