@@ -37,13 +37,15 @@ $(CORPUS)/train.jsonl:
 
 corpus: $(CORPUS)/train.jsonl
 
-## The main job (for now: the default tiny QLoRA experiment on the real corpus).
+## Train the default experiment alone: QLoRA on the real base model (SmolLM2-135M-Instruct, prepared once).
 train: setup corpus
-	$(BIN)/python -m trainer train --config tiny-qlora --output experiments/tiny-qlora --overwrite
+	$(BIN)/python -m trainer model prepare smollm2-135m-instruct
+	$(BIN)/python -m trainer train --config smollm2-qlora --output experiments/smollm2-qlora --overwrite
 
-## The main job: train the default tiny QLoRA experiment (twice, same seed), generate tests
-## for the holdout, evaluate them, run falsifier tiers 1+2, write reports/scorecard.{json,md,html};
-## then the reference baseline (the corpus's own tests through the same evaluator).
+## The main job: train the default SmolLM2 QLoRA experiment (twice, same seed), generate tests for the
+## holdout with the tuned adapter and with the base model alone, evaluate both, run falsifier tiers 1+2,
+## write reports/scorecard.{json,md,html} (with base vs tuned); then the reference baseline (the corpus's
+## own tests through the same evaluator).
 ## Exit 3 is a verdict (the gates rejected the adapter; the scorecard says why), not a crash.
 report: setup corpus
 	$(BIN)/python -m falsify.report; rc=$$?; \

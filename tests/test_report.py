@@ -347,9 +347,11 @@ def test_training_progress_reads_the_metric_store(tmp_path):
 def test_default_plan_trains_twice_with_the_same_config(tmp_path):
     plan = pipeline.model_plan(None, limit=7, tiers=["tier1", "tier2"])
     cmds = {s.name: s.command for s in plan.stages}
-    assert cmds["train"][-5:] == ["--config", "tiny-qlora", "--output", "experiments/tiny-qlora", "--overwrite"]
-    assert cmds["train-repeat"][-5:] == ["--config", "tiny-qlora", "--output", "experiments/tiny-qlora-repeat", "--overwrite"]
+    assert cmds["model"][-3:] == ["model", "prepare", "smollm2-135m-instruct"]  # the real base model, converted once
+    assert cmds["train"][-5:] == ["--config", "smollm2-qlora", "--output", "experiments/smollm2-qlora", "--overwrite"]
+    assert cmds["train-repeat"][-5:] == ["--config", "smollm2-qlora", "--output", "experiments/smollm2-qlora-repeat", "--overwrite"]
     assert cmds["generate"][-2:] == ["--limit", "7"]
+    assert cmds["generate-base"][cmds["generate-base"].index("--checkpoint") + 1] == "base"
     assert "tier1 or tier2" in cmds["falsifiers"] and "--falsify-results" in cmds["falsifiers"]
     assert all(s.done is None or s.done() is None for s in plan.stages[1:])  # fresh: nothing is reused
 

@@ -36,8 +36,9 @@ from trainer.monitor.store import StoreError, StoreReader
 
 CORPUS = Path("experiments/corpus")
 CRATE_SOURCE = Path("/usr/share/cargo/registry")
-DEFAULT_CONFIG = "tiny-qlora"
-DEFAULT_EXPERIMENT = Path("experiments/tiny-qlora")
+DEFAULT_CONFIG = "smollm2-qlora"  # the real base model (its model.path names DEFAULT_MODEL); tiny-* stay for tests and CI
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EXPERIMENT = Path("experiments/smollm2-qlora")
 REFERENCE_DIR = Path("experiments/reference")
 
 
@@ -213,12 +214,14 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
     reuse = (lambda f: _never()) if fresh else (lambda f: f)
     config = DEFAULT_CONFIG if fresh else run_a.config  # the packaged default, or run A's own resolved config
     functions = eval_dir / "holdout-standalone.jsonl" if standalone else holdout
-    stages = [
-        corpus_stage(holdout),
+    stages = [corpus_stage(holdout)]
+    if fresh:  # the default config trains on the prepared real model: convert it once (idempotent, seconds when done)
+        stages.append(Stage("model", _py("-m", "trainer", "model", "prepare", DEFAULT_MODEL)))
+    stages += [
         Stage("train", _train(config, run_a.root, "--overwrite" if fresh else "--resume"), done=reuse(_reuse_run(run_a.root)),
-              progress=training_progress(run_a.root), needs=["corpus"], check_output=run_a.metrics),
+              progress=training_progress(run_a.root), needs=["corpus", *(["model"] if fresh else [])], check_output=run_a.metrics),
         Stage("train-repeat", _train(config, run_b.root, "--overwrite"), done=reuse(_reuse_run(run_b.root)),
-              progress=training_progress(run_b.root), needs=["corpus"], check_output=run_b.metrics),
+              progress=training_progress(run_b.root), needs=["corpus", *(["model"] if fresh else [])], check_output=run_b.metrics),
     ]
     if standalone:
         stages.append(Stage("standalone-holdout", action=lambda: write_standalone_holdout(holdout, functions), needs=["corpus"],
