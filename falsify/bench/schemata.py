@@ -71,26 +71,21 @@ def schemata_vs_separate(pairs: int = 3, rows: tuple[str, ...] = ("standalone", 
     """Per row, `pairs` alternating pairs (schema first, then one build per mutant first, ...) over all its
     functions; the speed-up is the ratio within each pair, reported as median and range."""
     from falsify.evaluate.crate import Workspace
-    from falsify.evaluate.run import claim_slots
-    from falsify.evaluate.sandbox import sandbox_uid
+    from falsify.evaluate.run import claimed_uid
     from falsify.evaluate.toolchain import find_toolchain
 
     ws = Workspace(find_toolchain(), cargo_jobs=os.cpu_count() or 1)
     ws.warm()
     root = Path(tempfile.mkdtemp(prefix="rtf-bench-mut-"))
     os.chmod(root, 0o711)
-    # a claimed slot: every run kills its uid's leftovers, so a slot shared with another evaluation corrupts both
-    slot = claim_slots(1)
-    uid = sandbox_uid(next(iter(slot)))
     summaries = []
     try:
-        for row in rows:  # in the order asked
-            cases = (_standalone_cases(ws, uid) if row == "standalone"
-                     else _in_crate_cases(ws, root, uid, IN_CRATE_CHRONO if row == "in-crate-chrono" else IN_CRATE))
-            summaries.append(_row(row, cases, pairs, ws, root, uid))
+        with claimed_uid() as uid:  # every run kills its uid's leftovers: an unclaimed uid corrupts another evaluation
+            for row in rows:  # in the order asked
+                cases = (_standalone_cases(ws, uid) if row == "standalone"
+                         else _in_crate_cases(ws, root, uid, IN_CRATE_CHRONO if row == "in-crate-chrono" else IN_CRATE))
+                summaries.append(_row(row, cases, pairs, ws, root, uid))
     finally:
-        for lock in slot.values():
-            lock.close()
         shutil.rmtree(root, ignore_errors=True)
     for line in summaries:
         print(line)

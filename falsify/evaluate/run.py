@@ -128,22 +128,31 @@ class SandboxSlots:
             fh.close()
 
 
+@contextmanager
+def claimed_uid() -> Iterator[int]:
+    """One sandbox uid that no other evaluator process holds, for the `with` block (the start-up probe, tests, benches):
+    every run kills its uid's processes wholesale, so a uid used without its slot's claim breaks another run's builds."""
+    slots = SandboxSlots(1)
+    try:
+        with slots.lend() as slot:
+            yield sandbox_uid(slot)
+    finally:
+        slots.release()
+
+
 def check_sandbox() -> None:
     """The sandbox needs root (namespaces, setpriv): fail at start, not per sample."""
     if os.geteuid() != 0:
         raise ToolchainMissing("the sandbox needs root to create namespaces and drop to an unprivileged uid; run as root")
     probe = Path(tempfile.mkdtemp(prefix="rtf-probe-"))
-    slots = SandboxSlots(1)  # a free slot: its uid is killed wholesale after the run
     try:
         os.chmod(probe, 0o755)
-        with slots.lend() as slot:
-            run = run_sandboxed(["true"], cwd=probe, uid=sandbox_uid(slot), limits=Limits(wall_s=10),
-                                env={"PATH": "/usr/bin:/bin"})
+        with claimed_uid() as uid:
+            run = run_sandboxed(["true"], cwd=probe, uid=uid, limits=Limits(wall_s=10), env={"PATH": "/usr/bin:/bin"})
         if run.returncode != 0:
             raise ToolchainMissing("sandbox unavailable: `unshare --net --mount --pid` + `setpriv` failed: "
                                    + run.stderr.strip()[-200:] + " (install util-linux; run as root)")
     finally:
-        slots.release()
         shutil.rmtree(probe, ignore_errors=True)
 
 

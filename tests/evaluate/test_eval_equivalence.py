@@ -29,8 +29,7 @@ from eval_cases import (
 from falsify.evaluate import mutation_operators as M
 from falsify.evaluate.crate import Workspace, assemble
 from falsify.evaluate.mutation_runner import run_schema, run_separately
-from falsify.evaluate.run import Options, SandboxSlots
-from falsify.evaluate.sandbox import sandbox_uid
+from falsify.evaluate.run import Options, claimed_uid
 from falsify.evaluate.toolchain import find_toolchain
 
 PACK = """pub fn pack(hi: u8, lo: u8) -> u16 {
@@ -102,10 +101,8 @@ def workspace():
     ws.warm()
     root = Path(tempfile.mkdtemp(prefix="rtf-equiv-"))
     os.chmod(root, 0o711)
-    slots = SandboxSlots(1)  # a claimed uid: each run kills its slot's leftovers, so a shared slot breaks both runs
-    with slots.lend() as slot:
-        yield ws, root, sandbox_uid(slot)
-    slots.release()
+    with claimed_uid() as uid:  # each run kills its uid's leftovers, so an unclaimed uid breaks another run's builds
+        yield ws, root, uid
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -25,9 +25,8 @@ from falsify.evaluate.crate_template import MARKER, CrateTemplates, broken_depen
 from falsify.evaluate.incrate import locate, offline_features, plan_copy, switch_off_cfg_test, write_copy
 from falsify.evaluate.mutation_runner import run_schema, run_separately
 from falsify.evaluate.prepare import in_crate_place, prepare_in_crate
-from falsify.evaluate.run import Options, SandboxSlots
+from falsify.evaluate.run import Options, claimed_uid
 from falsify.evaluate.samples import CrateRef, Sample, parse_record
-from falsify.evaluate.sandbox import sandbox_uid
 from falsify.evaluate.toolchain import find_toolchain
 from falsify.evaluate.verdict import empty_record
 
@@ -480,10 +479,8 @@ def in_place_workspace():
     ws = Workspace(find_toolchain(), cargo_jobs=os.cpu_count() or 1)
     root = Path(tempfile.mkdtemp(prefix="rtf-incrate-equiv-"))
     os.chmod(root, 0o711)  # the sandbox uid must reach its directories below
-    slots = SandboxSlots(1)
-    with slots.lend() as slot:
-        yield ws, CrateTemplates(ws, root / "staging", coverage=False), root, sandbox_uid(slot)
-    slots.release()
+    with claimed_uid() as uid:
+        yield ws, CrateTemplates(ws, root / "staging", coverage=False), root, uid
     shutil.rmtree(root, ignore_errors=True)
 
 

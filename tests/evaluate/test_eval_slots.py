@@ -34,20 +34,15 @@ def test_temp_files_of_a_run_do_not_outlive_it(tmp_path):
     """The linker (cc) and the tests write temp files: TMPDIR is the run's private /tmp, a tmpfs gone with the run."""
     import os
 
-    from falsify.evaluate.run import SandboxSlots
-    from falsify.evaluate.sandbox import Limits, run_sandboxed, sandbox_uid
+    from falsify.evaluate.run import claimed_uid
+    from falsify.evaluate.sandbox import Limits, run_sandboxed
 
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root")
     os.chmod(tmp_path, 0o755)
     name = f"rtf-cc-temp-{os.getpid()}"
-    slots = SandboxSlots(1)
-    try:
-        with slots.lend() as slot:
-            uid = sandbox_uid(slot)
-            run = run_sandboxed(["sh", "-c", f'echo leak > "$TMPDIR/{name}" && echo "$TMPDIR"'], cwd=tmp_path, uid=uid,
-                                limits=Limits(wall_s=10), env={"PATH": "/usr/bin:/bin"})
-    finally:
-        slots.release()
+    with claimed_uid() as uid:
+        run = run_sandboxed(["sh", "-c", f'echo leak > "$TMPDIR/{name}" && echo "$TMPDIR"'], cwd=tmp_path, uid=uid,
+                            limits=Limits(wall_s=10), env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "/tmp" and not os.path.exists(f"/tmp/{name}")

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from falsify.evaluate.run import SandboxSlots
-from falsify.evaluate.sandbox import PRIVATE_TMP, Limits, RunResult, run_sandboxed, sandbox_uid
+from falsify.evaluate.run import claimed_uid
+from falsify.evaluate.sandbox import PRIVATE_TMP, Limits, RunResult, run_sandboxed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
 
@@ -26,12 +26,8 @@ WORLD_WRITABLE = (*PRIVATE_TMP, Path("/run/lock"))  # where any uid may create f
 
 @pytest.fixture
 def uid() -> Iterator[int]:
-    slots = SandboxSlots(1)  # a slot no other evaluator holds: its uid is killed wholesale after each run
-    try:
-        with slots.lend() as slot:
-            yield sandbox_uid(slot)
-    finally:
-        slots.release()
+    with claimed_uid() as claimed:
+        yield claimed
 
 
 @pytest.fixture

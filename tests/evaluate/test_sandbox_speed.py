@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from falsify.evaluate.run import SandboxSlots
+from falsify.evaluate.run import claimed_uid
 from falsify.evaluate.sandbox import (
     STATE_ROOT,
     Limits,
@@ -24,7 +24,6 @@ from falsify.evaluate.sandbox import (
     _kill_pid,
     _uid_processes,
     run_sandboxed,
-    sandbox_uid,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
@@ -35,12 +34,8 @@ NON_DUMPABLE = "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); pri
 
 @pytest.fixture
 def uid() -> Iterator[int]:
-    slots = SandboxSlots(1)  # a slot no other evaluator holds: its uid is killed wholesale after each run
-    try:
-        with slots.lend() as slot:
-            yield sandbox_uid(slot)
-    finally:
-        slots.release()
+    with claimed_uid() as claimed:
+        yield claimed
 
 
 def _as_uid(uid: int, argv: list[str]) -> subprocess.Popen:
