@@ -168,6 +168,6 @@ def verdict(cmp: Comparison) -> tuple[str, str]:
     word = "mixed" if better and worse else "helped" if better else "hurt" if worse else "cannot be told apart"
     lead = {"helped": "The fine-tune helped", "hurt": "The fine-tune hurt",
             "mixed": "The fine-tune helped on some rates and hurt on others",
-            "cannot be told apart": f"Base and tuned cannot be told apart at n = {n}"}[word]
+            "cannot be told apart": "Base and tuned cannot be told apart"}[word]
     detail = "; ".join(_rate_text(cmp, k) for k in moved if k not in PRIMARY)
     return word, f"{lead} (n = {n}, alpha {ALPHA}): {primary}" + (f"; also {detail}" if detail else "") + "."
