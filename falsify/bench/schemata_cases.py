@@ -3,7 +3,7 @@
 FUNCTIONS: ten hand-written functions of typical corpus size (10-30 lines) with unit and property
 tests, each judged alone in a tiny crate (the `standalone` row and the pipeline samples).
 IN_CRATE: functions judged inside their real crate, the evaluator's default (the `in-crate` row:
-the fixture crate and bytesize, whose rebuild takes ~1 s). IN_CRATE_CHRONO: one function of
+the fixture crate and bytesize, whose rebuild takes ~1 s). IN_CRATE_CHRONO: two functions of
 chrono 0.4.23, a holdout crate whose rebuild takes many seconds (the `in-crate-chrono` row).
 """
 
@@ -256,6 +256,24 @@ fn days_later_in_the_cycle() {
     assert_eq!(yo_to_cycle(100, 60), 36584);
     assert_eq!(yo_to_cycle(399, 365), 146096);
     assert_eq!(yo_to_cycle(400, 1), 146097);
+}"""),
+"chrono:cycle_to_yo": (REGISTRY / "chrono-0.4.23", "src/naive/internals.rs", "pub(super) fn cycle_to_yo", "\n}\n",
+                       """use super::*;
+
+#[test]
+fn first_days_of_the_first_years() {
+    assert_eq!(cycle_to_yo(0), (0, 1));
+    assert_eq!(cycle_to_yo(365), (0, 366));
+    assert_eq!(cycle_to_yo(366), (1, 1));
+    assert_eq!(cycle_to_yo(1461), (4, 1));
+}
+
+#[test]
+fn every_day_of_the_cycle_round_trips() {
+    for cycle in 0..146_097 {
+        let (year_mod_400, ordinal) = cycle_to_yo(cycle);
+        assert_eq!(yo_to_cycle(year_mod_400, ordinal), cycle, "cycle {cycle}");
+    }
 }"""),
 }
 
