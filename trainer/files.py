@@ -1,4 +1,4 @@
-"""The file primitives every on-disk format here is built on: atomic writes, JSONL reads, sha256.
+"""The file primitives every on-disk format here is built on: atomic writes, JSONL reads, sha256, lock files.
 
 Why our own: each is a dozen lines, and one copy means one behaviour for every format
 (temp file in the same directory + `os.replace`, so a reader or a crash never sees half a
@@ -7,6 +7,8 @@ file; JSONL errors that name the file and the line).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +40,19 @@ def write_atomic(path: Path | str, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the `with` block.
+
+    Each call opens its own descriptor, so the lock excludes other threads of this process as well
+    as other processes: one build or conversion per key, whoever asks.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield  # closing the descriptor releases the lock
 
 
 def write_json_atomic(path: Path | str, data: Any) -> Path:

@@ -24,7 +24,6 @@ files only. Whatever is not found is a one-line error saying how to get the weig
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import io
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import TrainerError
-from trainer.files import sha256_file, write_atomic
+from trainer.files import exclusive_lock, sha256_file, write_atomic
 
 FORMAT = 1  # bump when the prepared directory's layout changes: older directories are then re-prepared
 MANIFEST = "prepared.json"
@@ -161,19 +160,6 @@ def is_prepared(name: str) -> Path | None:
     return directory if manifest is not None and manifest.get("name") == name else None
 
 
-@contextlib.contextmanager
-def _exclusive(name: str) -> Iterator[None]:
-    """One conversion per model at a time across processes; the second finds it prepared."""
-    root = models_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -189,7 +175,7 @@ def prepare(name: str, *, progress: bool = False) -> Prepared:
     done = is_prepared(name)
     if done is not None:
         return Prepared(done, False, time.monotonic() - start)
-    with _exclusive(name):
+    with exclusive_lock(models_root() / f".{name}.lock"):  # one conversion at a time; a waiter then finds it prepared
         done = is_prepared(name)
         if done is not None:  # another process prepared it while this one waited
             return Prepared(done, False, time.monotonic() - start)

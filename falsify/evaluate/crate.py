@@ -9,7 +9,6 @@ lock, and no sample can overwrite another's binary.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.corpus import rust_ast
+from trainer.files import exclusive_lock
 
 from .sandbox import Limits, RunResult, run_sandboxed
 from .toolchain import REGISTRY, Toolchain
@@ -247,8 +247,7 @@ class Workspace:
     def warm(self) -> None:
         """Compile proptest (test build and clippy check) into the template, once per cache."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.root / ".template.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another evaluator process may be building it right now
+        with self._lock, exclusive_lock(self.root / ".template.lock"):  # another evaluator process may be building it now
             marker = self.template / f"warm-{self.toolchain.rustc_version.replace(' ', '_')}"
             if marker.exists():
                 return

@@ -23,7 +23,6 @@ that pull it in out of the set, once, instead of failing the crate.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.files import write_atomic, write_json_atomic
+from trainer.files import exclusive_lock, write_atomic, write_json_atomic
 
 from .crate import RUN_DIRS, BuildResult, Workspace
 from .incrate import OWN_TEST_LEVELS, CrateCopy, plan_copy, write_copy
@@ -172,8 +171,7 @@ class CrateTemplates:
         key = copy.template_key(self.toolchain, self.coverage)
         final = self.root / key
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per key, across threads and evaluator processes
+        with exclusive_lock(self.root / f".{key}.lock"):  # one build per key, across threads and evaluator processes
             failed_file = self.root / f"{key}-{registry_stamp()}.failed"  # a new registry may resolve it
             with self._lock:
                 failed = self._failed.get(key)

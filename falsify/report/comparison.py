@@ -44,7 +44,8 @@ def _flag(key: str) -> Callable[[dict], float]:
 
 
 def _zero_when_unmeasured(key: str) -> Callable[[dict], float]:
-    return lambda rec: float(rec[key]) if isinstance(rec.get(key), (int, float)) and not isinstance(rec.get(key), bool) else 0.0
+    """The record's value, 0 where it is null (not measured): an unmeasured function added nothing."""
+    return lambda rec: float(rec.get(key) or 0.0)
 
 
 # Every rate can move the verdict; the primary ones are always named in its sentence.
@@ -117,7 +118,7 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(stats.wilcoxon(differences, zero_method="wilcox").pvalue)
 
 
-def _judge(value: float, ci: tuple[float, float], p: float) -> str:
+def _judge(ci: tuple[float, float], p: float) -> str:
     if p < ALPHA and ci[0] > 0:
         return "better"
     if p < ALPHA and ci[1] < 0:
@@ -144,7 +145,7 @@ def compare(base_records: list[dict], tuned_records: list[dict]) -> Comparison:
         p = mcnemar_exact(b, t) if rate.binary else wilcoxon_p(d)
         out["base"][rate.name], out["tuned"][rate.name] = float(b.mean()), float(t.mean())
         out["delta"][rate.name] = Delta(value=float(d.mean()), ci95=[ci[0], ci[1]], p_value=p,
-                                        test="mcnemar_exact" if rate.binary else "wilcoxon", verdict=_judge(float(d.mean()), ci, p))
+                                        test="mcnemar_exact" if rate.binary else "wilcoxon", verdict=_judge(ci, p))
     out["verdict"], out["sentence"] = verdict(out)
     return out
 
