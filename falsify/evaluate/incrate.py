@@ -26,6 +26,7 @@ import tomlkit
 from tree_sitter import Node
 
 from trainer.corpus import rust_ast
+from trainer.corpus.crates import crate_versions, missing_dev_dependency
 
 from .crate import CargoTarget
 from .crate_features import features_excluded, features_needed
@@ -121,36 +122,8 @@ def locate(sample: Sample) -> tuple[Path, str] | str:
 
 @lru_cache(maxsize=1)
 def registry_versions() -> dict[str, tuple[str, ...]]:
-    """Crate name -> versions present in Debian's registry (directories `name-version`)."""
-    found: dict[str, list[str]] = {}
-    for entry in os.listdir(REGISTRY) if REGISTRY.is_dir() else []:
-        m = re.match(r"^(.+)-(\d+\.\d+\.\d+.*)$", entry)
-        if m:
-            found.setdefault(m.group(1), []).append(m.group(2))
-    return {name: tuple(versions) for name, versions in found.items()}
-
-
-def _compatible(requirement: str, version: str) -> bool:
-    """A caret/tilde/exact requirement's major (0.minor for 0.x) against a version; other forms match by name only."""
-    m = re.match(r"^\s*[\^~=]?\s*(\d+)(?:\.(\d+))?", requirement)
-    if not m or any(op in requirement for op in ("<", ">", ",", "*")):
-        return True
-    have = version.split(".")
-    major, minor = m.group(1), m.group(2)
-    return have[0] == major and (major != "0" or minor is None or have[1] == minor)
-
-
-def _dev_dependency_problem(key: str, spec: object) -> str | None:
-    """Why a dev-dependency cannot be resolved offline, or None when the registry has it."""
-    table = spec if isinstance(spec, dict) else {"version": spec}
-    if "path" in table or "git" in table:
-        return "a path or git dependency"
-    package = str(table.get("package", key))
-    requirement = str(table.get("version", "*"))
-    versions = registry_versions().get(package, ())
-    if not any(_compatible(requirement, v) for v in versions):
-        return f"{package} {requirement} not in {REGISTRY}"
-    return None
+    """Crate name -> versions present in Debian's registry."""
+    return crate_versions(REGISTRY)
 
 
 def strip_manifest(doc: tomlkit.TOMLDocument, crate_dir: Path) -> list[str]:
@@ -160,7 +133,7 @@ def strip_manifest(doc: tomlkit.TOMLDocument, crate_dir: Path) -> list[str]:
     tables += [(f"target.{cfg}.dev-dependencies", t.get("dev-dependencies")) for cfg, t in doc.get("target", {}).items()]
     for where, table in tables:
         for key in list(table or {}):
-            problem = _dev_dependency_problem(key, table[key])
+            problem = missing_dev_dependency(key, table[key], registry_versions(), REGISTRY)
             if problem:
                 del table[key]
                 stripped.append(f"[{where}] {key} ({problem})")
@@ -288,7 +261,7 @@ def offline_features(doc: tomlkit.TOMLDocument, without: frozenset[str] = frozen
     every feature that enables them.
     """
     optional = _optional_dependencies(doc)
-    missing = set(without) | {name for name, spec in optional.items() if _dev_dependency_problem(name, spec)}
+    missing = set(without) | {name for name, spec in optional.items() if missing_dev_dependency(name, spec, registry_versions(), REGISTRY)}
     wants = {str(k): [str(v) for v in values] for k, values in doc.get("features", {}).items()}
     wants |= {name: [f"dep:{name}"] for name in declared_features(doc) if name not in wants}
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from trainer.files import write_json_atomic, write_jsonl_atomic
 
 from .coverage import measure_function
-from .crate import BUILD_LIMITS, Workspace, first_syntax_error
+from .crate import BUILD_LIMITS, Workspace, compiled_sources, first_syntax_error
 from .crate_template import CrateTemplates
 from .libtest import run_each_alone, run_tests
 from .libtest_report import declared_test_names
@@ -50,6 +50,7 @@ from .verdict import (
     record_input_problem,
     record_internal_error,
     record_mutation,
+    record_not_in_build,
     record_parse,
     record_refusal,
     record_reruns,
@@ -229,11 +230,15 @@ class Evaluator:
             rec["crate"] |= {"dependencies_fresh": build.units(fresh=True), "dependencies_compiled": build.units(fresh=False)}
         if not record_build(rec, build, facts.calls_function, opts.build_limits):
             return
+        sources = compiled_sources(build.executable) if crate.target.in_crate else None  # read before any test runs
         with timed(rec, "test"):
             declared = frozenset(declared_test_names(s.generated_tests))  # the listing must hold these
             report = run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits, name_filter=crate.test_filter,
                                declared=declared)
             record_tests(rec, report, opts.test_limits)
+            if rec["failure"] == "no_tests" and sources is not None and crate.target.file not in sources:
+                record_not_in_build(rec, crate.target.file, crate.target.features)
+                return
             if rec["passes"] and opts.reruns > 1:
                 record_reruns(rec, [run_tests(build.executable, sample_dir, uid=uid, limits=opts.test_limits,
                                               name_filter=crate.test_filter, profiles="prof-rerun", declared=declared)

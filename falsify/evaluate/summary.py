@@ -56,8 +56,9 @@ class Summary(RubricSummary):
     in_crate_samples: int        # samples judged inside their crate
     flaky_samples: int           # samples that passed a run but not every run (failure `flaky`)
     flaky_rate: float | None     # flaky_samples / samples that passed their first run
-    offline_limited_samples: int  # could not be judged here: the crate does not build offline, or the code names a
-                                  # crate the build cannot link (record field `unavailable_crates`)
+    offline_limited_samples: int  # could not be judged here: the crate does not build offline, the function's file is
+                                  # not in this platform's build, or the code names a crate the build cannot link
+                                  # (record field `unavailable_crates`)
     judged_pass_rate: float | None  # passing samples / (n - offline_limited_samples)
     line_coverage_delta: float | None    # mean of (with tests - no-test baseline): plain coverage, not scored
     branch_coverage_delta: float | None
@@ -111,7 +112,7 @@ def summarize(records: list[SampleRecord], *, wall_seconds: float, jobs: int, to
     weak = sum(r["assertions"]["trivial"] + r["assertions"]["tautological"] + r["assertions"]["cannot_fail"] for r in records)
     names = sum(r["test_names"]["count"] for r in records)
     clippy = [r for r in records if r["clippy_warnings"] is not None]
-    limited = sum(r["failure"] == "crate_build" or bool(r["unavailable_crates"]) for r in records)
+    limited = sum(r["failure"] in ("crate_build", "not_in_build") or bool(r["unavailable_crates"]) for r in records)
     failures: dict[str, int] = {}
     for r in records:
         if r["failure"]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 SAMPLES_FILE = "samples.jsonl"  # the evaluator's output directory: one record per input line
 
-FailureKind = Literal["input", "forbidden_construct", "crate_build", "parse", "compile", "no_tests",
+FailureKind = Literal["input", "forbidden_construct", "crate_build", "not_in_build", "parse", "compile", "no_tests",
                       "test_failure", "harness_bypassed", "flaky", "timeout", "output", "disk_limit", "internal"]
 
 
@@ -262,6 +262,15 @@ def tests_failure(report: LibtestReport, limits: Limits) -> tuple[FailureKind, s
         return "no_tests", ("no test ran (no #[test] function or proptest! case found by the harness; in-crate, a cfg of "
                             "the crate may leave the function's file out of this platform's build)")
     return None
+
+
+def record_not_in_build(rec: SampleRecord, file: str, features: tuple[str, ...]) -> None:
+    """No test ran because the function's file is not compiled on this platform (crate.compiled_sources):
+    nothing of the sample was judged, like `crate_build`."""
+    rec["failure"] = "not_in_build"
+    rec["reasons"] = [r for r in rec["reasons"] if not r.startswith("no test ran")]
+    rec["reasons"].append(f"not in this platform's build: rustc did not read {file} for the crate's tests "
+                          f"(features: {', '.join(features) or 'none'}); a cfg leaves it out here")
 
 
 def record_tests(rec: SampleRecord, report: LibtestReport, limits: Limits) -> None:

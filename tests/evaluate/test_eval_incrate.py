@@ -174,6 +174,8 @@ def evaluated(tmp_path_factory, broken_crates):
                  "    assert_eq!(one(), EXPECTED_ONE);\n}", file="src/lib.rs", crate_dir=own_tests),
         in_crate("own-test-code-switched-off", "pub fn one() -> u8 {\n    1\n}", "use super::*;\n\n#[test]\nfn one_is_one() {\n"
                  "    assert_eq!(one(), 1);\n}", file="src/lib.rs", crate_dir=own_helper),
+        in_crate("not-in-build", "pub fn separator() -> char {\n    '\\\\'\n}", "use super::*;\n\n#[test]\n"
+                 "fn separates_with_a_backslash() {\n    assert_eq!(separator(), '\\\\');\n}", file="src/platform.rs"),
         in_crate("no-offline-build-again", "pub fn one() -> u8 {\n    1\n}", "#[test]\nfn one() {\n    assert_eq!(super::one(), 1);\n}",
                  file="src/lib.rs", crate_dir=broken),
     ]
@@ -332,11 +334,23 @@ def test_bad_inputs_are_one_line_problems_and_the_run_goes_on(evaluated):
         assert "\n" not in r["reasons"][0] and says in r["reasons"][0] and names in r["reasons"][0]
         if kind == "input":
             assert f"sample '{sid}'" in r["reasons"][0]
-    assert summary["n"] == 18 and summary["failures_by_reason"]["crate_build"] == 2
+    assert summary["n"] == 19 and summary["failures_by_reason"]["crate_build"] == 2
     # ... and remembered in the cache for the next run (while the registry stays as it is)
     remembered = list((cache_dir() / "crates").glob("rtf-broken-0.1.0-*.failed"))
     assert remembered and "rtf-dependency-not-in-the-registry" in remembered[0].read_text()
-    assert rec["in-crate"]["passes"] and summary["in_crate_samples"] == 12  # the 4 input problems were never located
+    assert rec["in-crate"]["passes"] and summary["in_crate_samples"] == 13  # the 4 input problems were never located
+
+
+@pytest.mark.slow
+def test_a_file_that_this_platform_does_not_build_is_not_judged(evaluated):
+    """src/platform.rs is `#[cfg(windows)]`: no test can run, and that is not the tests' fault (tokio's windows files)."""
+    summary, rec = evaluated
+    r = rec["not-in-build"]
+    assert r["failure"] == "not_in_build" and r["compiles"] and r["tests_run"] == 0 and not r["passes"]
+    assert len(r["reasons"]) == 1 and "rustc did not read src/platform.rs" in r["reasons"][0]
+    assert summary["failures_by_reason"]["not_in_build"] == 1
+    assert summary["offline_limited_samples"] == 3  # with the two crate_build samples
+    assert rec["in-crate"]["failure"] is None  # a file in the build is judged as before
 
 
 @pytest.mark.slow

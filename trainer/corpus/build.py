@@ -52,7 +52,9 @@ def _new_report(source: Path, seed: int, missing: list[str]) -> dict:
     return {
         "source": str(source), "seed": seed, "missing_crates": missing,
         "crates": {}, "skipped_files": [], "functions_scanned": 0,
-        "skipped_functions": Counter({"tests_too_large": 0, "function_too_large": 0, "duplicate_input": 0}),
+        "skipped_functions": Counter({"tests_too_large": 0, "function_too_large": 0, "duplicate_input": 0,
+                                      "tests_not_buildable_here": 0}),
+        "skipped_tests": Counter({"needs_unpackaged_crate": 0, "needs_local_module": 0}),
         "bounds": {"max_function_chars": MAX_FUNCTION_CHARS, "max_tests_chars": MAX_TESTS_CHARS,
                    "holdout_per_category": HOLDOUT_PER_CATEGORY, "holdout_max_share": HOLDOUT_MAX_SHARE, "split_percent": dict(SPLITS)},
     }
@@ -62,7 +64,7 @@ def _pair_all(selected: list[Crate], report: dict) -> list[dict]:
     """The records of every crate, a function whose source was seen before dropped."""
     records, seen_inputs = [], set()
     for crate in selected:
-        kept = 0
+        kept, dropped_before = 0, sum(report["skipped_tests"].values())
         for rec in pair_crate(crate, report):
             if rec["input"] in seen_inputs:  # vendored copies: one example, one split
                 report["skipped_functions"]["duplicate_input"] += 1
@@ -70,7 +72,8 @@ def _pair_all(selected: list[Crate], report: dict) -> list[dict]:
             seen_inputs.add(rec["input"])
             records.append(rec)
             kept += 1
-        report["crates"][crate.name] = {"version": crate.version, "pairs": kept}
+        report["crates"][crate.name] = {"version": crate.version, "pairs": kept,
+                                        "tests_not_buildable_here": sum(report["skipped_tests"].values()) - dropped_before}
     return records
 
 
@@ -95,6 +98,7 @@ def _assign(records: list[dict], held_crates: list[str], holdout: dict[str, list
 def _count(report: dict, records: list[dict], splits: dict[str, list[dict]], holdout_records: list[dict]) -> None:
     """The totals of corpus_report.json."""
     report["skipped_functions"] = dict(sorted(report["skipped_functions"].items()))
+    report["skipped_tests"] = dict(sorted(report["skipped_tests"].items()))
     report["skipped_file_reasons"] = dict(sorted(Counter(s["reason"] for s in report["skipped_files"]).items()))
     report["pairs"] = len(records)
     report["splits"] = {name: len(recs) for name, recs in splits.items()}
@@ -144,6 +148,7 @@ def _summary(report: dict, out: Path, seconds: float) -> str:
         f"  self-contained: {report['self_contained']}; with proptest: {report['with_proptest']}",
         f"  skipped files: {skipped} {report['skipped_file_reasons'] or ''}".rstrip(),
         f"  skipped functions: {report['skipped_functions']}",
+        f"  skipped tests (cannot build in their crate here): {report['skipped_tests']}",
     ]
     if report["missing_crates"]:
         lines.append(f"  warning: crates not found under the source: {', '.join(report['missing_crates'])}")

@@ -5,6 +5,7 @@ Crates are laid out as Debian ships them: `<source>/<crate>-<version>/`.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -36,6 +37,51 @@ def lib_names(crate: Crate) -> set[str]:
     if isinstance(lib, dict) and isinstance(lib.get("name"), str):
         names.add(lib["name"])
     return names
+
+
+def crate_versions(source: Path) -> dict[str, tuple[str, ...]]:
+    """Crate name -> the versions `source` has (directories `name-version`, Debian's layout)."""
+    found: dict[str, list[str]] = {}
+    for entry in sorted(os.listdir(source)) if source.is_dir() else []:
+        match = _CRATE_DIR.match(entry)
+        if match:
+            found.setdefault(match["name"], []).append(match["version"])
+    return {name: tuple(versions) for name, versions in found.items()}
+
+
+def satisfies(requirement: str, version: str) -> bool:
+    """A caret/tilde/exact requirement's major (0.minor for 0.x) against a version; other forms match by name only."""
+    m = re.match(r"^\s*[\^~=]?\s*(\d+)(?:\.(\d+))?", requirement)
+    if not m or any(op in requirement for op in ("<", ">", ",", "*")):
+        return True
+    have = version.split(".")
+    major, minor = m.group(1), m.group(2)
+    return have[0] == major and (major != "0" or minor is None or have[1] == minor)
+
+
+def missing_dev_dependency(key: str, spec: object, versions: dict[str, tuple[str, ...]], source: Path) -> str | None:
+    """Why a dev-dependency (`key = spec` in Cargo.toml) cannot be had from `source` offline, or None."""
+    table = spec if isinstance(spec, dict) else {"version": spec}
+    if "path" in table or "git" in table:
+        return "a path or git dependency"
+    package = str(table.get("package", key))
+    requirement = str(table.get("version", "*"))
+    if not any(satisfies(requirement, v) for v in versions.get(package, ())):
+        return f"{package} {requirement} not in {source}"
+    return None
+
+
+def unlinkable_dev_dependencies(crate: Crate, versions: dict[str, tuple[str, ...]]) -> set[str]:
+    """The names (as code writes them: `foo_bar`) of the crate's dev-dependencies, of any target, that `versions`
+    cannot supply offline: tests that use them cannot build here (tokio's loom and mockall tests)."""
+    try:
+        manifest = tomllib.loads((crate.path / "Cargo.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return set()
+    tables = [manifest.get("dev-dependencies") or {}]
+    tables += [t.get("dev-dependencies") or {} for t in (manifest.get("target") or {}).values() if isinstance(t, dict)]
+    return {key.replace("-", "_") for table in tables for key, spec in table.items()
+            if missing_dev_dependency(key, spec, versions, crate.path.parent)}
 
 
 def version_key(version: str) -> tuple:

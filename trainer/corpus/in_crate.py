@@ -193,6 +193,32 @@ def _support(scope: Node, wanted: set[str], unit_nodes: set[int]) -> list[tuple[
     return sorted(chosen.items(), key=lambda kv: order[kv[1].id])
 
 
+def _rooted_at(text: str, names: set[str]) -> bool:
+    """Whether `text` has a path that starts at one of `names` (`loom::model`, not `crate::loom::x`)."""
+    return bool(names) and re.search(r"(?<![\w:])(?:" + "|".join(map(re.escape, sorted(names))) + r")::", text) is not None
+
+
+def why_not_buildable(unit: TestUnit, unlinkable: set[str]) -> str | None:
+    """Why this test cannot compile as part of an appended module here, or None.
+
+    `needs_unpackaged_crate`: the test, or a `use` line of its module (they all travel with it),
+    names a dev-dependency this machine cannot supply (`unlinkable`: tokio's loom, mockall).
+    `needs_local_module`: it reaches a module its own test file declares (`mod support;`), which
+    the appended module cannot bring along (only items are copied as helpers).
+    """
+    scope = _scope(unit.nodes[0])
+    uses, local_modules = _scope_uses(scope)
+    if _rooted_at(unit.source, unlinkable) or any(_rooted_at(path + "::", unlinkable) for _, path in uses):
+        return "needs_unpackaged_crate"
+    in_module = scope.type != "source_file" or module_path(unit.file) is None  # a `mod` block, or a tests/ file
+    if in_module and local_modules:
+        bound = {name for _, path in uses if _WORD.match(path) and _WORD.match(path)[0] in local_modules
+                 and (name := _bound_name(path))}
+        if _rooted_at(unit.source, local_modules) or (bound & unit.names) or (bound & unit.calls):
+            return "needs_local_module"
+    return None
+
+
 def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str]) -> str:
     """The body of the module the evaluator appends to the function's file: use lines,
     helpers, then the tests (as in `output`; a test named like an earlier one gets `_2`),
@@ -200,6 +226,7 @@ def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[s
     target = module_path(candidate.file)
     uses: list[tuple[str, str]] = []  # (attributes, use line)
     support: dict[str, str] = {}
+    macros: set[str] = set()
     bodies, test_names = [], set()
     for unit in tests:
         source, names = unit.source, set(unit.name.split(","))
@@ -218,8 +245,10 @@ def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[s
             uses += [(attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
             for name, node in _support(scope, unit.names | unit.calls, {n.id for n in unit.nodes}):
                 support.setdefault(name, paths.body(item_text(node)))
+                if node.type == "macro_definition":
+                    macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
         bodies.append(paths.body(source))
-    kept, seen = [], set(support)
+    kept, seen = [], set(support) - macros
     for attrs, line in dict.fromkeys(uses):
         name = _bound_name(line.removeprefix("use ").removesuffix(";"))
         if name is None or name not in seen:

@@ -11,8 +11,8 @@ from collections import Counter
 
 from trainer.corpus import rust_ast
 from trainer.corpus.context import crate_context
-from trainer.corpus.crates import Crate, lib_names, normalized_name
-from trainer.corpus.in_crate import function_span, in_crate_tests
+from trainer.corpus.crates import Crate, crate_versions, lib_names, normalized_name, unlinkable_dev_dependencies
+from trainer.corpus.in_crate import function_span, in_crate_tests, why_not_buildable
 from trainer.corpus.scan import MAX_TESTS_CHARS, Candidate, FileFacts, TestUnit, scan_file
 from trainer.corpus.splits import holdout_categories
 from trainer.corpus.standalone import self_contained, std_uses
@@ -114,9 +114,28 @@ def scan_crate(crate: Crate, report: dict) -> dict[str, FileFacts]:
     return files
 
 
+def _buildable(files: dict[str, FileFacts], unlinkable: set[str], report: dict) -> list[TestUnit]:
+    """Leave out, in place, the tests that cannot compile in an appended module on this machine
+    (in_crate.why_not_buildable): a record must be evaluable in its crate. Counted by reason;
+    returns the tests left out."""
+    dropped = []
+    for facts in files.values():
+        kept = []
+        for test in facts.tests:
+            reason = why_not_buildable(test, unlinkable)
+            if reason is None:
+                kept.append(test)
+            else:
+                report["skipped_tests"][reason] += 1
+                dropped.append(test)
+        facts.tests[:] = kept
+    return dropped
+
+
 def pair_crate(crate: Crate, report: dict) -> list[dict]:
     """All (function, tests) records of one crate, in id order; counts skips into `report`."""
     files = scan_crate(crate, report)
+    dropped = _buildable(files, unlinkable_dev_dependencies(crate, crate_versions(crate.path.parent)), report)
     shared_pool = [t for rel, facts in files.items() if _is_test_path(rel) for t in facts.tests]
     names = lib_names(crate)
     records = []
@@ -129,6 +148,8 @@ def pair_crate(crate: Crate, report: dict) -> list[dict]:
             report["functions_scanned"] += 1
             tests, hits = _tests_for(cand, pool)
             if not hits:
+                if _tests_for(cand, dropped)[1]:
+                    report["skipped_functions"]["tests_not_buildable_here"] += 1
                 continue
             if not tests:
                 report["skipped_functions"]["tests_too_large"] += 1

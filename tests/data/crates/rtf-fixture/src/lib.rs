@@ -3,6 +3,8 @@
 mod digits;
 #[cfg(feature = "fast-math")]
 pub mod fast;
+#[cfg(windows)]
+mod platform;
 
 pub use digits::{digit_class, digit_count, digit_sum, widest};
 
