@@ -213,6 +213,24 @@ mod tests {
         assert_eq!(add(1, 2), 3);
     }
 
+    trait Named {
+        fn name(&self) -> &'static str;
+    }
+
+    struct Entry;
+
+    impl<'a> Named for &'a Entry {
+        fn name(&self) -> &'static str {
+            "entry"
+        }
+    }
+
+    #[test]
+    fn adds_named_entries() {
+        assert_eq!((&Entry).name(), "entry");
+        assert_eq!(add(0, 0), 0);
+    }
+
     #[test]
     fn adds_under_loom() {
         loom::model(|| assert_eq!(add(1, 1), 2));
@@ -270,7 +288,10 @@ def gappy(tmp_path) -> Path:
     for rel, text in {"Cargo.toml": '[package]\nname = "gappy"\nversion = "0.1.0"\nedition = "2021"\n\n'
                                     '[dev-dependencies]\nloom = "0.5"\n',
                       "src/lib.rs": GAPPY_LIB, "tests/support_user.rs": GAPPY_SUPPORT_USER,
-                      "tests/support/helpers.rs": "pub fn three() -> u32 {\n    3\n}\n"}.items():
+                      "tests/support/helpers.rs": "pub fn three() -> u32 {\n    3\n}\n",
+                      "tests/nested.rs": "use std::collections::HashSet;\n\nmod inner {\n    use super::*;\n\n    #[test]\n"
+                                         "    fn adds_inside() {\n        let sums: HashSet<u32> = [gappy::add(1, 1)].into();\n"
+                                         "        assert!(sums.contains(&2));\n    }\n}\n"}.items():
         (crate / rel).parent.mkdir(parents=True, exist_ok=True)
         (crate / rel).write_text(text, encoding="utf-8")
     return crate
@@ -283,6 +304,8 @@ def test_tests_that_cannot_build_in_their_crate_here_are_left_out_and_counted(ga
     assert "fn adds()" in tests and "fn adds_in_a_future()" in tests
     assert "loom" not in tests and "adds_three" not in tests and "loom" not in recs["add"]["output"]
     assert "use std::future;" in tests  # a helper macro named `future` does not shadow the module's import
+    assert "impl<'a> Named for &'a Entry" in tests and "trait Named" in tests  # an impl for `&Entry` travels with Entry
+    assert "use std::collections::HashSet;" in tests and "fn adds_inside()" in tests  # `use super::*;` of a nested module
     report = json.loads((tmp_path / "out" / "corpus_report.json").read_text())
     assert report["skipped_tests"] == {"needs_local_module": 1, "needs_unpackaged_crate": 2}
     assert report["skipped_functions"]["tests_not_buildable_here"] == 1

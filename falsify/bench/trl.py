@@ -56,7 +56,7 @@ LOSS_RTOL = 1e-3  # per-step relative agreement of the two loss curves
 @dataclass
 class Row:
     name: str
-    preset: str  # tiny | qwen2.5-0.5b (built from trainer.models.PRESETS)
+    preset: str  # tiny | qwen2.5-0.5b (random init, built from trainer.models.PRESETS) | a prepared real model (trainer.pretrained)
     mode: str  # lora | qlora
     layers: int | None = None  # reduced depth (None: the preset's)
     max_seq_len: int = 256
@@ -91,15 +91,23 @@ def rows(quick: bool) -> list[Row]:
         Row("qwen0.5b-2layers-lora", "qwen2.5-0.5b", "lora", layers=2, batch_size=2, steps=big),
         Row("qwen0.5b-2layers-qlora", "qwen2.5-0.5b", "qlora", layers=2, batch_size=2, steps=big),
         Row("tiny-lora-packing", "tiny", "lora", max_seq_len=512, batch_size=4, steps=s, compare="packing"),
+        # real weights (python -m trainer model prepare smollm2-135m-instruct), the shape of the smollm2-* configs' batches
+        Row("smollm2-lora", "smollm2-135m-instruct", "lora", batch_size=4, steps=big),
+        Row("smollm2-qlora", "smollm2-135m-instruct", "qlora", batch_size=4, steps=big),
     ]
 
 
 def build_base(row: Row, records: list[dict], root: Path) -> Path:
-    """A saved base model directory (random init, seed 0) + its corpus tokenizer, built once per shape."""
+    """A saved base model directory (random init, seed 0) + its corpus tokenizer, built once per shape;
+    for a real model, its prepared directory (a one-line error when it is not prepared)."""
     from transformers import AutoModelForCausalLM
 
     from trainer.models import PRESETS, preset_config
+    from trainer.pretrained import KNOWN, resolve_model_path
     from trainer.tokenizer import train_tokenizer
+
+    if row.preset in KNOWN:
+        return resolve_model_path(row.preset, key=f"bench row {row.name}")
 
     key = f"{row.preset}-{row.layers or 'full'}"
     path = root / "bases" / key

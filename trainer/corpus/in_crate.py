@@ -172,21 +172,28 @@ def item_text(node: Node) -> str:
     return "\n".join([*reversed(attrs), rust_ast.text(node)])
 
 
+def _impl_type(impl: Node) -> str:
+    """The type an impl block is for, as a bare name: `impl<'a> Link for &'a Entry` -> `Entry`."""
+    text = re.sub(r"&|'\w+|\b(?:mut|dyn)\b", " ", rust_ast.text(impl.child_by_field_name("type")))
+    return text.split("<")[0].strip().split("::")[-1]
+
+
 def _support(scope: Node, wanted: set[str], unit_nodes: set[int]) -> list[tuple[str, Node]]:
-    """(name, node) of the non-test items in `scope` that `wanted` names, and what they name."""
-    items = {}
+    """(name, node) of the non-test items in `scope` that `wanted` names, and what they name;
+    a type brings every impl block of it (keyed `impl Type#n`)."""
+    items, impls = {}, []
     for child in scope.named_children:
         if child.id in unit_nodes or (child.type == "function_item" and rust_ast.is_test_function(child)):
             continue
         if child.type in _SUPPORT_KINDS and rust_ast.function_name(child):
             items.setdefault(rust_ast.function_name(child), child)
         elif child.type == "impl_item":
-            items.setdefault("impl " + rust_ast.text(child.child_by_field_name("type")).split("<")[0], child)
+            impls.append((_impl_type(child), child))
     chosen: dict[str, Node] = {}
     frontier = set(wanted)
     while frontier:
         found = {n: items[n] for n in frontier if n in items and n not in chosen}
-        found.update({k: v for k, v in items.items() if k.startswith("impl ") and k[5:] in found and k not in chosen})
+        found.update({f"impl {t}#{node.id}": node for t, node in impls if t in found and f"impl {t}#{node.id}" not in chosen})
         chosen.update(found)
         frontier = set().union(*(mentions(n) for n in found.values())) if found else set()
     order = {node.id: i for i, node in enumerate(scope.named_children)}
@@ -219,6 +226,17 @@ def why_not_buildable(unit: TestUnit, unlinkable: set[str]) -> str | None:
     return None
 
 
+def _glob_scopes(scope: Node, *, integration: bool) -> list[Node]:
+    """The scopes whose imports and helpers a test sees: its own, and, in an integration test (whose
+    `super::` paths mean nothing in the crate), each enclosing one its module reaches by `use super::*;`
+    (tokio's tests/sync_once_cell.rs: `mod parking_lot { use super::*; ... }`)."""
+    levels = [scope]
+    while integration and scope.type != "source_file" and ("", "super::*") in _scope_uses(scope)[0]:
+        scope = _scope(scope.parent)
+        levels.append(scope)
+    return levels
+
+
 def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str]) -> str:
     """The body of the module the evaluator appends to the function's file: use lines,
     helpers, then the tests (as in `output`; a test named like an earlier one gets `_2`),
@@ -241,12 +259,13 @@ def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[s
         if paths.scope is not None and paths.scope == target:  # tests written among the function's own items
             uses.append(("", "use super::*;"))
         else:
-            arguments, local_modules = _scope_uses(scope)
-            uses += [(attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
-            for name, node in _support(scope, unit.names | unit.calls, {n.id for n in unit.nodes}):
-                support.setdefault(name, paths.body(item_text(node)))
-                if node.type == "macro_definition":
-                    macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
+            for level in _glob_scopes(scope, integration=paths.scope is None):
+                arguments, local_modules = _scope_uses(level)
+                uses += [(attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
+                for name, node in _support(level, unit.names | unit.calls, {n.id for n in unit.nodes}):
+                    support.setdefault(name, paths.body(item_text(node)))
+                    if node.type == "macro_definition":
+                        macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
         bodies.append(paths.body(source))
     kept, seen = [], set(support) - macros
     for attrs, line in dict.fromkeys(uses):
