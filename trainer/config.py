@@ -24,7 +24,7 @@ PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "qlora", "full", "pretrain")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-where-native")
 
 
 @dataclass
@@ -74,7 +74,8 @@ class TrainingConfig:
     target_val_loss: float | None = None  # "converged" is only ever claimed against this
     log_steps: int = 1
     sample_steps: int = 0  # >0: every N steps, generate a short sample for the monitor
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (autocast on any device)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; fp32; bf16 (autocast on any device);
+    # bf16-where-native: bf16 on CUDA and on CPUs with bf16 instructions (avx512_bf16, amx_bf16), fp32 elsewhere
     divergence_factor: float | None = 2.0  # window mean of the training loss above factor x its lowest: diverging (null: off)
     divergence_window: int = 10  # optimizer steps in that window
     stop_on_divergence: bool = False  # true: divergence ends the run (exit 3); false: it is recorded only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -68,10 +69,12 @@ def assert_on_device(model: torch.nn.Module, device: torch.device) -> None:
 
 
 _precision = "auto"  # training.precision of the run in progress (set by trainer.train.setup)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 arithmetic
 
 
 def set_precision(precision: str) -> None:
-    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, or `bf16` (autocast on any device: the CPU stand-in for CUDA's path)."""
+    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast on any device: the CPU stand-in for
+    CUDA's path), or `bf16-where-native` (bf16 on CUDA and on CPUs with bf16 instructions, fp32 on other CPUs)."""
     global _precision
     _precision = precision
 
@@ -87,9 +90,30 @@ def precision(name: str):
         set_precision(before)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 among its flags). Without them
+    bf16 is emulated and slower than fp32, so `bf16-where-native` keeps fp32 there."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def compute_dtype(device: torch.device) -> str:
+    """What the training forward computes in under the current precision: "bf16" or "fp32" (metrics.json says which)."""
+    if _precision == "bf16" or (_precision in ("auto", "bf16-where-native") and device.type == "cuda"):
+        return "bf16"
+    if _precision == "bf16-where-native" and device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def autocast(device: torch.device):
-    """bf16 autocast where the precision asks for it (`auto`: on CUDA only); a no-op context otherwise (fp32)."""
-    if _precision == "bf16" or (_precision == "auto" and device.type == "cuda"):
+    """bf16 autocast where the precision asks for it (see compute_dtype); a no-op context otherwise (fp32)."""
+    if compute_dtype(device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
 

@@ -37,8 +37,10 @@ from trainer.models import BaseModel, load_for_training, prepare_base
 from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
 from trainer.runtime import (
+    CPU_BF16_FLAGS,
     assert_on_device,
     autocast,
+    compute_dtype,
     peak_vram_mb,
     reset_peak_vram,
     resolve_device,
@@ -239,7 +241,11 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     seed_everything(t.seed, device)
     set_precision(t.precision)
     reset_peak_vram(device)
-    log.info("experiment %s: mode=%s device=%s seed=%d", paths.root, t.mode, device, t.seed)
+    log.info("experiment %s: mode=%s device=%s seed=%d precision=%s: %s compute", paths.root, t.mode, device, t.seed,
+             t.precision, compute_dtype(device))
+    if t.precision == "bf16-where-native" and compute_dtype(device) == "fp32":
+        log.warning("training.precision bf16-where-native: this CPU has none of %s, so the forward computes in fp32",
+                    "/".join(CPU_BF16_FLAGS))
 
     train_records = load_jsonl(cfg.data.train, cfg.data.max_train_samples)
     val_records = load_jsonl(cfg.data.validation, cfg.data.max_validation_samples)
@@ -446,7 +452,7 @@ def finish(run: TrainingRun, status: str, stop_reason: str | None, step_rates: l
         "best_val_loss": state.best_val_loss if state.best_step else None, "best_step": state.best_step,
         "final_train_loss": (store.loss_curve() or [(0, None)])[-1][1],
         "target_val_loss": t.target_val_loss, "converged": converged, "divergence": run.divergence.found,
-        "precision": t.precision, "peak_vram_mb": peak_vram_mb(run.device),
+        "precision": t.precision, "compute_dtype": compute_dtype(run.device), "peak_vram_mb": peak_vram_mb(run.device),
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
         "best_checkpoint": str(paths.best) if paths.best.is_dir() else None,
     }

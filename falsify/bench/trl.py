@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -47,6 +48,8 @@ import torch
 
 from trainer.errors import TrainerError
 from trainer.files import write_atomic
+
+from .pairs import busy_warning, load_average, ratio_summary
 
 DEFAULT_DATA = "experiments/corpus/train.jsonl"
 OUT = Path("reports/bench")
@@ -165,14 +168,15 @@ def run_worker(spec: dict, workdir: Path) -> dict:
     return json.loads(result_file.read_text())
 
 
-def summarize(row: Row, runs: dict[str, list[dict]], peak: dict) -> dict:
+def summarize(row: Row, runs: dict[str, list[dict]], peak: dict, load: list[float]) -> dict:
     a_name, b_name = row.ratio_of
     med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs.items()}
     best = {k: statistics.median(r["tokens_per_s_best_step"] for r in v) for k, v in runs.items()}
-    pair_ratios = [x["tokens_per_s"] / y["tokens_per_s"] for x, y in zip(runs[a_name], runs[b_name])]
+    ratio = ratio_summary([r["tokens_per_s"] for r in runs[a_name]], [r["tokens_per_s"] for r in runs[b_name]])
+    pair_ratios = ratio["pair_ratios"]
     out = {"row": asdict(row), "runs": runs, "median_tokens_per_s": med, "median_best_step_tokens_per_s": best,
-           "pair_ratios": pair_ratios, "median_pair_ratio": statistics.median(pair_ratios), "ratio": med[a_name] / med[b_name],
-           "ratio_meaning": f"{a_name} / {b_name}",
+           "pair_ratios": pair_ratios, "median_pair_ratio": statistics.median(pair_ratios), "ratio": ratio["ratio"],
+           "ratio_ci95": ratio["ci95"], "ratio_meaning": f"{a_name} / {b_name}", "load": load,
            "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}, "peak": peak}
     for k, v in runs.items():
         f = v[0]
@@ -195,7 +199,8 @@ def markdown(results: dict) -> str:
              f"Device: {env['device']} ({env['cpu']}, {env['threads']} threads); torch {env['torch']}, "
              f"transformers {env['transformers']}, peft {env['peft']}, trl {env.get('trl')}. Data: {env['data']} "
              f"({env['data_sha256'][:12]}). {results['pairs']} alternating pairs per row; medians.", "",
-             "| row | tokens/s A | tokens/s B | ratio A/B (of medians; per pair) | best-step ratio | loss curves (max rel. diff) "
+             "| row | tokens/s A | tokens/s B | ratio A/B (of medians, bootstrap 95% CI; per pair) | best-step ratio "
+             "| loss curves (max rel. diff) "
              "| peak RSS MB A / B | MFU A / B | MFU frozen-aware A / B |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
@@ -205,9 +210,13 @@ def markdown(results: dict) -> str:
                  if curves else "n/a (packed rows: other layout)")
         tokens, best = r["median_tokens_per_s"], r["median_best_step_tokens_per_s"]
         lines.append(f"| {r['row']['name']} (A={a}, B={b}) | {tokens[a]:.0f} | {tokens[b]:.0f} | "
-                     f"{r['ratio']:.2f}x; {' '.join(f'{x:.2f}' for x in r['pair_ratios'])} | {best[a] / best[b]:.2f}x | {agree} | "
+                     f"{r['ratio']:.2f}x (CI {r['ratio_ci95'][0]:.2f}-{r['ratio_ci95'][1]:.2f}); "
+                     f"{' '.join(f'{x:.2f}' for x in r['pair_ratios'])} | {best[a] / best[b]:.2f}x | {agree} | "
                      f"{r['peak_rss_mb'][a]:.0f} / {r['peak_rss_mb'][b]:.0f} | {r['mfu'][a]:.1%} / {r['mfu'][b]:.1%} | "
                      f"{r['mfu_frozen_aware'][a]:.1%} / {r['mfu_frozen_aware'][b]:.1%} |")
+    lines += ["", "Load average (1 min) before and between runs: " + "; ".join(
+        f"{r['row']['name']} {min(r['load']):.1f}-{max(r['load']):.1f}" for r in results["rows"] if r.get("load"))
+        + f" (on {os.cpu_count()} cores)."]
     lines += ["", f"Peak GEMM (measured, {results['rows'][0]['peak']['dtype']}): "
               + ", ".join(f"{r['row']['name']}: {r['peak']['peak_flops'] / 1e9:.1f} GFLOP/s" for r in results["rows"]), ""]
     gen = ", ".join(f"{r['row']['name']}: {r['generation_tokens_per_s']:.0f}" for r in results["rows"] if r.get("generation_tokens_per_s"))
@@ -242,7 +251,7 @@ def environment(device: torch.device, data: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m falsify.bench trl", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps per run (still >= 3 pairs)")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--data", default=DEFAULT_DATA, help="training JSONL (corpus records)")
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -285,14 +294,18 @@ def drive(args, argv) -> int:
     for row in selected:
         base = build_base(row, records, workdir)
         runs: dict[str, list[dict]] = {n: [] for n in row.variants}
+        load = [load_average()]  # before the row and after each run
         for pair in range(args.pairs):
             for name in row.variants:
+                if warning := busy_warning(f"before {row.name} {name} run {pair + 1}"):
+                    print(warning, flush=True)
                 spec = row.spec(base, data, args.device, trainer="trl" if name == "trl" else "ours", packing=name == "ours-packed",
                                 label=f"{row.name}-{name}-{pair}")
                 runs[name].append(run_worker(spec, workdir))
+                load.append(load_average())
                 print(f"{row.name} pair {pair + 1}/{args.pairs} {name}: {runs[name][-1]['tokens_per_s']:.0f} tok/s", flush=True)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        summary = summarize(row, runs, measure_peak(gemm_shapes(base, row.batch_size * row.max_seq_len), device, dtype))
+        summary = summarize(row, runs, measure_peak(gemm_shapes(base, row.batch_size * row.max_seq_len), device, dtype), load)
         results["rows"].append(summary)
         print(f"{row.name}: ratio {summary['ratio']:.2f} ({summary['ratio_meaning']})", flush=True)
     prof_row = next((r for r in selected if r.compare == "trl"), None)

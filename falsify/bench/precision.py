@@ -1,0 +1,105 @@
+"""`python -m falsify.bench precision`: the same short training run in fp32 and in bf16, alternating.
+
+It answers two questions for a packaged config (default smollm2-qlora) on this machine:
+is bf16 compute faster (training tokens/s, ratio of medians over alternating pairs, bootstrap
+CI), and does it train the same (per-step training loss and the final validation loss of the
+first bf16 run against the first fp32 run, relative difference, against LOSS_RTOL)?
+
+"bf16" here is `training.precision: bf16-where-native`: on a CPU without bf16 instructions it
+computes in fp32, and the report says so (`compute_dtype` of each run) instead of comparing
+fp32 with itself under another name. Writes reports/bench/precision.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer.experiment import ExperimentPaths
+from trainer.files import write_atomic
+from trainer.monitor.store import MetricStore
+
+from .pairs import busy_warning, load_average, ratio_summary
+
+LOSS_RTOL = 0.02  # bf16 keeps ~3 significant digits; a loss curve within 2% per step trains the same
+VARIANTS = ("fp32", "bf16-where-native")
+
+
+def one_run(config: str, precision: str, steps: int, out: Path) -> dict:
+    """A trainer subprocess (its own process: its own threads and memory), then what it measured."""
+    cmd = [sys.executable, "-m", "trainer", "train", "--config", config, "--output", str(out), "--overwrite",
+           "--set", f"training.max_steps={steps}", "--set", f"training.eval_steps={steps}",
+           "--set", f"training.save_steps={steps}", "--set", f"training.precision={precision}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"training run {out} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    store = MetricStore(ExperimentPaths(out).store)
+    try:
+        losses = [loss for _, loss in store.loss_curve()]
+    finally:
+        store.close()
+    return {"precision": precision, "compute_dtype": metrics["compute_dtype"], "tokens_per_s": metrics["tokens_per_s_median"],
+            "train_seconds": metrics["train_seconds"], "losses": losses, "initial_val_loss": metrics["initial_val_loss"],
+            "final_val_loss": metrics["final_val_loss"]}
+
+
+def _relative(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+
+
+def markdown(result: dict) -> str:
+    r, agree, first = result["speed"], result["agreement"], {k: v[0] for k, v in result["runs"].items()}
+    lines = [f"# bf16 vs fp32 compute: {result['config']}, {result['steps']} steps, {r['pairs']} alternating pairs", "",
+             f"Machine: {result['machine']}. Load average before and between runs: {', '.join(f'{x:.1f}' for x in result['load'])}.", "",
+             "| | fp32 | bf16-where-native |", "|---|---|---|",
+             f"| compute dtype | {first['fp32']['compute_dtype']} | {first['bf16-where-native']['compute_dtype']} |",
+             f"| training tokens/s (median) | {r['median_b']:.1f} | {r['median_a']:.1f} |",
+             f"| final validation loss (first runs) | {agree['final_val_loss']['fp32']:.4f} | {agree['final_val_loss']['bf16']:.4f} |", "",
+             f"Speed-up bf16/fp32: **{r['ratio']:.2f}x** (95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}; per pair "
+             f"{', '.join(f'{x:.2f}' for x in r['pair_ratios'])}).", "",
+             f"Training loss, per step, max relative difference: {agree['train_loss_max_rel']:.4f}; final validation loss: "
+             f"{agree['val_loss_rel']:.4f} (tolerance {LOSS_RTOL}): **{'within tolerance' if agree['within'] else 'OUTSIDE tolerance'}**.",
+             "", "```", result["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m falsify.bench precision", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="smollm2-qlora")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--workdir", default="experiments/bench/precision")
+    ap.add_argument("--out", default="reports/bench")
+    args = ap.parse_args(argv)
+    work, out = Path(args.workdir), Path(args.out)
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    load = [load_average()]
+    for pair in range(args.pairs):
+        for variant in VARIANTS if pair % 2 == 0 else VARIANTS[::-1]:  # A B, B A, ...: drift hits both alike
+            if warning := busy_warning(f"before {variant} run {pair + 1}"):
+                print(warning, flush=True)
+            runs[variant].append(one_run(args.config, variant, args.steps, work / f"{variant}-{pair}"))
+            load.append(load_average())
+            print(f"pair {pair + 1}/{args.pairs} {variant}: {runs[variant][-1]['tokens_per_s']:.1f} tok/s "
+                  f"({runs[variant][-1]['compute_dtype']})", flush=True)
+    fp32, bf16 = runs["fp32"][0], runs["bf16-where-native"][0]
+    agreement = {"train_loss_max_rel": _relative(bf16["losses"], fp32["losses"]),
+                 "val_loss_rel": abs(bf16["final_val_loss"] - fp32["final_val_loss"]) / fp32["final_val_loss"],
+                 "final_val_loss": {"fp32": fp32["final_val_loss"], "bf16": bf16["final_val_loss"]}, "rtol": LOSS_RTOL}
+    agreement["within"] = agreement["train_loss_max_rel"] <= LOSS_RTOL and agreement["val_loss_rel"] <= LOSS_RTOL
+    result = {"config": args.config, "steps": args.steps, "machine": f"{platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} threads", "load": load, "runs": runs, "agreement": agreement,
+              "speed": ratio_summary([r["tokens_per_s"] for r in runs["bf16-where-native"]], [r["tokens_per_s"] for r in runs["fp32"]]),
+              "command": " ".join(["python -m falsify.bench precision", *(argv if argv is not None else sys.argv[1:])])}
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "precision.json", json.dumps(result, indent=1))
+    write_atomic(out / "precision.md", markdown(result))
+    print(markdown(result))
+    return 0
