@@ -12,6 +12,8 @@ BENCHMARKS = {
     "trl": "training: our train_step loop vs TRL's SFTTrainer, packing, MFU (needs the bench extra)",
     "monitor": "monitor overhead: the tiny model trained with and without the live monitor",
     "schemata": "evaluator: mutant schemata vs one build per mutant, and the pipeline's wall time",
+    "generation": "generation: our batched greedy (KV cache) vs transformers' generate at batch 1, real model",
+    "memory": "training: peak RSS of a real-model run with the LM head's loss chunked vs whole",
     "precision": "training: the same short run in fp32 and bf16-where-native: speed (CI) and loss agreement",
     "tier1": "tier-1 wall time: `pytest -m tier1` cold and warm, interleaved (needs a warm interpreter)",
 }
