@@ -66,6 +66,8 @@ def markdown(result: dict) -> str:
              f"{', '.join(f'{x:.2f}' for x in r['pair_ratios'])}).", "",
              f"Training loss, per step, max relative difference: {agree['train_loss_max_rel']:.4f}; final validation loss: "
              f"{agree['val_loss_rel']:.4f} (tolerance {LOSS_RTOL}): **{'within tolerance' if agree['within'] else 'OUTSIDE tolerance'}**.",
+             f"Same-seed runs bit-identical (loss curve and final validation loss): "
+             f"{', '.join(f'{k} {v}' for k, v in agree['same_seed_bit_identical'].items())}.",
              "", "```", result["command"], "```", ""]
     return "\n".join(lines)
 
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                  "val_loss_rel": abs(bf16["final_val_loss"] - fp32["final_val_loss"]) / fp32["final_val_loss"],
                  "final_val_loss": {"fp32": fp32["final_val_loss"], "bf16": bf16["final_val_loss"]}, "rtol": LOSS_RTOL}
     agreement["within"] = agreement["train_loss_max_rel"] <= LOSS_RTOL and agreement["val_loss_rel"] <= LOSS_RTOL
+    # the scorecard's reproducibility items need bit-identical same-seed runs: does each precision give them?
+    agreement["same_seed_bit_identical"] = {v: all(r["losses"] == rs[0]["losses"] and r["final_val_loss"] == rs[0]["final_val_loss"]
+                                                   for r in rs[1:]) if len(rs) > 1 else None for v, rs in runs.items()}
     result = {"config": args.config, "steps": args.steps, "machine": f"{platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads", "load": load, "runs": runs, "agreement": agreement,
               "speed": ratio_summary([r["tokens_per_s"] for r in runs["bf16-where-native"]], [r["tokens_per_s"] for r in runs["fp32"]]),

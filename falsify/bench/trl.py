@@ -221,10 +221,11 @@ def markdown(results: dict) -> str:
               + ", ".join(f"{r['row']['name']}: {r['peak']['peak_flops'] / 1e9:.1f} GFLOP/s" for r in results["rows"]), ""]
     gen = ", ".join(f"{r['row']['name']}: {r['generation_tokens_per_s']:.0f}" for r in results["rows"] if r.get("generation_tokens_per_s"))
     lines += [f"Greedy generation, batch 1, 64 new tokens (ours, tokens/s): {gen}", ""]
-    if results.get("profile"):
-        lines += [f"## Where the time goes ({results['profile']['row']}, ours, torch.profiler, per step)", "",
+    for prof in results.get("profiles", []):
+        lines += [f"## Where the time goes ({prof['row']}, ours, torch.profiler, per step)", "",
                   "| op | self ms | share | calls |", "|---|---|---|---|"]
-        lines += [f"| `{p['op']}` | {p['self_ms']:.1f} | {p['share']:.1%} | {p['calls']} |" for p in results["profile"]["top_ops"]]
+        lines += [f"| `{p['op']}` | {p['self_ms']:.1f} | {p['share']:.1%} | {p['calls']} |" for p in prof["top_ops"]]
+        lines.append("")
     lines += ["", "## Reproduce", "", "```", results["command"], "```", ""]
     return "\n".join(lines)
 
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drive(args, argv) -> int:
-    """Every selected row: its alternating pairs, its summary; then one profiled run; then the reports."""
+    """Every selected row: its alternating pairs, its summary; then a profiled run of each TRL row; then the reports."""
     from trainer.data import load_jsonl
     from trainer.runtime import resolve_device
 
@@ -308,11 +309,11 @@ def drive(args, argv) -> int:
         summary = summarize(row, runs, measure_peak(gemm_shapes(base, row.batch_size * row.max_seq_len), device, dtype), load)
         results["rows"].append(summary)
         print(f"{row.name}: ratio {summary['ratio']:.2f} ({summary['ratio_meaning']})", flush=True)
-    prof_row = next((r for r in selected if r.compare == "trl"), None)
-    if prof_row is not None:
+    results["profiles"] = []
+    for prof_row in (r for r in selected if r.compare == "trl"):  # where our time goes, row by row
         spec = prof_row.spec(build_base(prof_row, records, workdir), data, args.device, steps=2, trainer="ours",
                              n_examples=prof_row.batch_size * 6, profile_steps=3, label=f"{prof_row.name}-profile")
-        results["profile"] = {"row": prof_row.name, "top_ops": run_worker(spec, workdir)["profile"]}
+        results["profiles"].append({"row": prof_row.name, "top_ops": run_worker(spec, workdir)["profile"]})
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     write_atomic(out / "results.md", markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
