@@ -222,7 +222,8 @@ def markdown(results: dict) -> str:
     gen = ", ".join(f"{r['row']['name']}: {r['generation_tokens_per_s']:.0f}" for r in results["rows"] if r.get("generation_tokens_per_s"))
     lines += [f"Greedy generation, batch 1, 64 new tokens (ours, tokens/s): {gen}", ""]
     for prof in results.get("profiles", []):
-        lines += [f"## Where the time goes ({prof['row']}, ours, torch.profiler, per step)", "",
+        how = "3 steps after 2 warm-up steps" if prof.get("trainer", "ours") == "ours" else "its whole 3-step train(), first step included"
+        lines += [f"## Where the time goes ({prof['row']}, {prof.get('trainer', 'ours')}, torch.profiler over {how}; per step)", "",
                   "| op | self ms | share | calls |", "|---|---|---|---|"]
         lines += [f"| `{p['op']}` | {p['self_ms']:.1f} | {p['share']:.1%} | {p['calls']} |" for p in prof["top_ops"]]
         lines.append("")
@@ -310,10 +311,12 @@ def drive(args, argv) -> int:
         results["rows"].append(summary)
         print(f"{row.name}: ratio {summary['ratio']:.2f} ({summary['ratio_meaning']})", flush=True)
     results["profiles"] = []
-    for prof_row in (r for r in selected if r.compare == "trl"):  # where our time goes, row by row
-        spec = prof_row.spec(build_base(prof_row, records, workdir), data, args.device, steps=2, trainer="ours",
-                             n_examples=prof_row.batch_size * 6, profile_steps=3, label=f"{prof_row.name}-profile")
-        results["profiles"].append({"row": prof_row.name, "top_ops": run_worker(spec, workdir)["profile"]})
+    for prof_row in (r for r in selected if r.compare == "trl"):  # where the time goes, row by row, on both sides
+        base = build_base(prof_row, records, workdir)
+        for trainer in ("ours", "trl"):  # ours: 2 warm-up steps, then 3 profiled; TRL: its 3-step train() profiled whole
+            spec = prof_row.spec(base, data, args.device, steps=2 if trainer == "ours" else 3, trainer=trainer,
+                                 n_examples=prof_row.batch_size * 6, profile_steps=3, label=f"{prof_row.name}-{trainer}-profile")
+            results["profiles"].append({"row": prof_row.name, "trainer": trainer, "top_ops": run_worker(spec, workdir)["profile"]})
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     write_atomic(out / "results.md", markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")

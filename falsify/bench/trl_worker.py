@@ -190,6 +190,8 @@ def run_trl(spec: dict) -> dict:
     trainer = SequentialSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                    optimizers=(optimizer, scheduler), callbacks=[recorder])
     recorder.ends = [time.perf_counter()]
+    if spec.get("profile_steps"):  # where TRL's time goes, over the same steps: trainer.train() under the profiler
+        return {"profile": top_ops(trainer.train, device, cfg.training.max_steps)}
     trainer.train()
     times = [b - a for a, b in zip(recorder.ends, recorder.ends[1:])]
     from trainer.data import collate
@@ -218,17 +220,23 @@ def generation_rate(model, tokenizer, device, new_tokens: int = 64) -> float:
 
 def profile_steps(model, optimizer, scheduler, stream, device, cfg, steps: int, top: int = 15) -> list[dict]:
     """torch.profiler over `steps` more train steps: the top ops by self time."""
-    from torch.profiler import ProfilerActivity, profile
-
     from trainer.train import train_step
+
+    def run():
+        for i in range(steps):
+            train_step(model, optimizer, scheduler, [stream.next_batch()], device, cfg.training.gradient_clipping, 10_000 + i)
+    return top_ops(run, device, steps, top)
+
+
+def top_ops(run, device, steps: int, top: int = 15) -> list[dict]:
+    """torch.profiler around `run()` (which takes `steps` train steps): the top ops by self time, per step."""
+    from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        for i in range(steps):
-            train_step(model, optimizer, scheduler, [stream.next_batch()], device, cfg.training.gradient_clipping, 10_000 + i)
+        run()
     attr = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr, 0), reverse=True)
     total = sum(getattr(e, attr, 0) for e in events) or 1
     return [{"op": e.key, "self_ms": getattr(e, attr) / 1000 / steps, "share": getattr(e, attr) / total, "calls": e.count // steps}
             for e in events[:top]]
-
