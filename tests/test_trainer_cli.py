@@ -216,6 +216,15 @@ def test_divergence_is_recorded_and_the_run_finishes_when_not_configured_to_stop
     assert found["step"] == 3 and found["window"] == 2 and found["factor"] == 3.0 and found["window_mean"] > 3 * found["lowest_window_mean"]
     assert _metrics(out)["status"] == "finished"
     assert _metrics(out)["peak_vram_mb"] is None and _metrics(out)["precision"] == "auto"  # VRAM is a CUDA allocator reading
+    assert _metrics(out)["compute_dtype"] == "fp32"  # auto on a CPU
+
+
+@pytest.mark.slow
+def test_metrics_say_what_the_run_computed_in(config_file, tmp_path):
+    """`compute_dtype` is read while the run's precision is in force (the trainer resets it before writing metrics.json)."""
+    out = tmp_path / "bf16"
+    assert main(["train", "--config", str(config_file), "--output", str(out), "--set", "training.precision=bf16"]) == 0
+    assert _metrics(out)["precision"] == "bf16" and _metrics(out)["compute_dtype"] == "bf16"
 
 
 @pytest.mark.slow

@@ -248,6 +248,7 @@ class TrainingRun:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     store: MetricStore
     divergence: DivergenceWatch
+    compute_dtype: str  # what training.precision resolved to on this device: "bf16" or "fp32"
     state: TrainingState = field(default_factory=TrainingState)
 
 
@@ -281,7 +282,7 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
     ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
     run = TrainingRun(cfg, paths, env, device, device_warning, base, model, ddp_model, data, total_steps, optimizer, scheduler, store,
-                      DivergenceWatch(t.divergence_factor, t.divergence_window))
+                      DivergenceWatch(t.divergence_factor, t.divergence_window), compute_dtype(device))
 
     removed = ckpt.clean_partial(paths) if env.is_main else []
     if removed:
@@ -476,7 +477,7 @@ def finish(run: TrainingRun, status: str, stop_reason: str | None, step_rates: l
         "best_val_loss": state.best_val_loss if state.best_step else None, "best_step": state.best_step,
         "final_train_loss": (store.loss_curve() or [(0, None)])[-1][1],
         "target_val_loss": t.target_val_loss, "converged": converged, "divergence": run.divergence.found,
-        "precision": t.precision, "compute_dtype": compute_dtype(run.device), "peak_vram_mb": peak_vram_mb(run.device),
+        "precision": t.precision, "compute_dtype": run.compute_dtype, "peak_vram_mb": peak_vram_mb(run.device),
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
         "best_checkpoint": str(paths.best) if paths.best.is_dir() else None,
     }
