@@ -238,8 +238,8 @@ def test_pairs_and_metadata(registry, tmp_path, capsys, monkeypatch):
     assert not recs["shout_twice"]["metadata"]["self_contained"]  # calls shout, which its tests lack
 
     assert report["pairs"] == 9 and report["self_contained"] == sum(r["metadata"]["self_contained"] for r in recs.values())
-    assert report["crates"] == {"mathy": {"held_out": False, "pairs": 7, "version": "0.2.0"},
-                                "strs": {"held_out": False, "pairs": 2, "version": "1.0.0"}}
+    assert report["crates"] == {"mathy": {"held_out": False, "pairs": 7, "tests_not_buildable_here": 0, "version": "0.2.0"},
+                                "strs": {"held_out": False, "pairs": 2, "tests_not_buildable_here": 0, "version": "1.0.0"}}
     assert report["holdout_crates"] == [] and report["holdout_total"] == 0
 
 
