@@ -23,3 +23,37 @@ def test_equal_sides_give_a_ci_of_exactly_one():
 def test_unpaired_input_is_refused():
     with pytest.raises(ValueError):
         ratio_summary([1.0, 2.0], [1.0])
+
+
+def test_pairs_alternate_a_b_then_b_a_and_record_the_load(tmp_path, capsys):
+    from falsify.bench.pairs import alternate, write_results
+
+    calls = []
+    runs, load = alternate(("a", "b"), 3, lambda v, pair: calls.append((v, pair)) or {"v": v, "pair": pair}, lambda r: r["v"])
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert [r["pair"] for r in runs["a"]] == [0, 1, 2] and len(load) == 7 and all(x >= 0 for x in load)
+    assert "pair 2/3 b: b" in capsys.readouterr().out
+    write_results(tmp_path / "out", "thing", {"x": 1}, "# md\n")
+    assert (tmp_path / "out" / "thing.json").read_text() == '{\n "x": 1\n}' and (tmp_path / "out" / "thing.md").read_text() == "# md\n"
+
+
+def test_the_generation_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
+    """Both sides generate for the same prompts and the report says how many outputs are identical."""
+    import json
+    import shutil
+
+    from falsify.bench import generation
+    from falsify.checks import fixtures
+
+    model = fixtures.model_dir("tiny", 0)
+    try:
+        holdout = tmp_path / "holdout.jsonl"
+        holdout.write_text("".join(json.dumps({"input": f"fn f{i}(x: u32) -> u32 {{ x + {i} }}", "output": "",
+                                               "metadata": {"id": f"f{i}"}}) + "\n" for i in range(3)))
+        assert generation.main(["--model", str(model), "--holdout", str(holdout), "--functions", "3", "--batch-size", "2",
+                                "--max-new-tokens", "4", "--pairs", "1", "--out", str(tmp_path / "out")]) == 0
+    finally:
+        shutil.rmtree(model, ignore_errors=True)
+    result = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert result["functions"] == 3 and set(result["runs"]) == {"ours", "generate-batch-1"}
+    assert 0 <= result["identical_outputs"] <= 3 and result["speed"]["ratio"] > 0 and len(result["load"]) == 3

@@ -13,17 +13,14 @@ Writes reports/bench/generation.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from trainer.config import GenerationConfig
-from trainer.files import write_atomic
 
-from .pairs import busy_warning, load_average, ratio_summary
+from .pairs import alternate, ratio_summary, write_results
 
 
 def load_model(name: str):
@@ -70,17 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = prompts_of(model, tokenizer, Path(args.holdout), args.functions, args.max_new_tokens)
     sides = {"ours": args.batch_size, "generate-batch-1": 1}
     run_side(model, tokenizer, prompts[:1], GenerationConfig(max_new_tokens=4), 1)  # warm-up: first-call costs count for neither
-    runs: dict[str, list[dict]] = {k: [] for k in sides}
-    load = [load_average()]
-    for pair in range(args.pairs):
-        for name in list(sides) if pair % 2 == 0 else list(sides)[::-1]:
-            if warning := busy_warning(f"before {name} run {pair + 1}"):
-                print(warning, flush=True)
-            started = time.perf_counter()
-            runs[name].append(run_side(model, tokenizer, prompts, gen, sides[name]))
-            load.append(load_average())
-            print(f"pair {pair + 1}/{args.pairs} {name}: {runs[name][-1]['tokens_per_s']:.1f} tok/s "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    runs, load = alternate(tuple(sides), args.pairs, lambda name, pair: run_side(model, tokenizer, prompts, gen, sides[name]),
+                           lambda r: f"{r['tokens_per_s']:.1f} tok/s ({r['seconds']:.0f} s)")
     same = sum(a == b for a, b in zip(runs["ours"][0]["texts"], runs["generate-batch-1"][0]["texts"]))
     speed = ratio_summary([r["tokens_per_s"] for r in runs["ours"]], [r["tokens_per_s"] for r in runs["generate-batch-1"]])
     result = {"model": args.model, "functions": len(prompts), "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
@@ -96,9 +84,5 @@ def main(argv: list[str] | None = None) -> int:
         f"Speed-up: **{speed['ratio']:.2f}x** (95% CI {speed['ci95'][0]:.2f}-{speed['ci95'][1]:.2f}; per pair "
         f"{', '.join(f'{x:.2f}' for x in speed['pair_ratios'])}). Token-identical outputs: {same}/{len(prompts)}.", "",
         "```", result["command"], "```", ""])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "generation.json", json.dumps(result, indent=1))
-    write_atomic(out / "generation.md", md)
-    print(md)
+    write_results(Path(args.out), "generation", result, md)
     return 0

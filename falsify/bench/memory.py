@@ -18,9 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.files import write_atomic
-
-from .pairs import busy_warning, load_average, ratio_summary
+from .pairs import alternate, ratio_summary, write_results
 
 VARIANTS = ("chunked", "whole")
 
@@ -63,18 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    load = [load_average()]
-    for pair in range(args.pairs):
-        for variant in VARIANTS if pair % 2 == 0 else VARIANTS[::-1]:
-            if warning := busy_warning(f"before {variant} run {pair + 1}"):
-                print(warning, flush=True)
-            spec = {"variant": variant, "config": args.config, "steps": args.steps, "out": str(work / f"{variant}-{pair}")}
-            runs[variant].append(one_run(spec, work))
-            load.append(load_average())
-            r = runs[variant][-1]
-            print(f"pair {pair + 1}/{args.pairs} {variant}: peak RSS {r['peak_rss_mb']:.0f} MB, {r['tokens_per_s']:.1f} tok/s",
-                  flush=True)
+    runs, load = alternate(
+        VARIANTS, args.pairs,
+        lambda variant, pair: one_run({"variant": variant, "config": args.config, "steps": args.steps,
+                                       "out": str(work / f"{variant}-{pair}")}, work),
+        lambda r: f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['tokens_per_s']:.1f} tok/s")
     rss = ratio_summary([r["peak_rss_mb"] for r in runs["chunked"]], [r["peak_rss_mb"] for r in runs["whole"]])
     speed = ratio_summary([r["tokens_per_s"] for r in runs["chunked"]], [r["tokens_per_s"] for r in runs["whole"]])
     loss_rel = abs(runs["chunked"][0]["final_train_loss"] - runs["whole"][0]["final_train_loss"]) / runs["whole"][0]["final_train_loss"]
@@ -90,9 +81,5 @@ def main(argv: list[str] | None = None) -> int:
         f"Peak RSS chunked/whole: **{rss['ratio']:.2f}** (95% CI {rss['ci95'][0]:.2f}-{rss['ci95'][1]:.2f}); speed chunked/whole "
         f"{speed['ratio']:.2f}x (CI {speed['ci95'][0]:.2f}-{speed['ci95'][1]:.2f}); final training loss differs by {loss_rel:.1e} "
         "(relative).", "", "```", result["command"], "```", ""])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "memory.json", json.dumps(result, indent=1))
-    write_atomic(out / "memory.md", md)
-    print(md)
+    write_results(Path(args.out), "memory", result, md)
     return 0

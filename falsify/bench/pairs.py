@@ -8,9 +8,14 @@ the alternation is there to cancel.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from trainer.files import write_atomic
 
 
 def load_average() -> float:
@@ -43,3 +48,27 @@ def ratio_summary(a: list[float], b: list[float], *, resamples: int = 10_000, se
             "ci95": [boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]],
             "pair_ratios": per_pair, "pair_ratio_range": [min(per_pair), max(per_pair)],
             "median_a": statistics.median(a), "median_b": statistics.median(b), "pairs": n}
+
+
+def alternate(variants: tuple[str, str], pairs: int, run: Callable[[str, int], dict],
+              describe: Callable[[dict], str]) -> tuple[dict[str, list[dict]], list[float]]:
+    """`pairs` alternating pairs, A B then B A, ... (so a drift in load hits both sides alike): each
+    `run(variant, pair)` result in order, and the load average before the first run and after each."""
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    load = [load_average()]
+    for pair in range(pairs):
+        for variant in variants if pair % 2 == 0 else variants[::-1]:
+            if warning := busy_warning(f"before {variant} run {pair + 1}"):
+                print(warning, flush=True)
+            runs[variant].append(run(variant, pair))
+            load.append(load_average())
+            print(f"pair {pair + 1}/{pairs} {variant}: {describe(runs[variant][-1])}", flush=True)
+    return runs, load
+
+
+def write_results(out: Path, name: str, result: dict, md: str) -> None:
+    """`out/name.json` and `out/name.md`, each replaced whole; the markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{name}.json", json.dumps(result, indent=1))
+    write_atomic(out / f"{name}.md", md)
+    print(md)

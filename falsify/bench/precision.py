@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 from trainer.experiment import ExperimentPaths
-from trainer.files import write_atomic
 from trainer.monitor.store import MetricStore
 
-from .pairs import busy_warning, load_average, ratio_summary
+from .pairs import alternate, ratio_summary, write_results
 
 LOSS_RTOL = 0.02  # bf16 keeps ~3 significant digits; a loss curve within 2% per step trains the same
 VARIANTS = ("fp32", "bf16-where-native")
@@ -81,16 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/bench")
     args = ap.parse_args(argv)
     work, out = Path(args.workdir), Path(args.out)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    load = [load_average()]
-    for pair in range(args.pairs):
-        for variant in VARIANTS if pair % 2 == 0 else VARIANTS[::-1]:  # A B, B A, ...: drift hits both alike
-            if warning := busy_warning(f"before {variant} run {pair + 1}"):
-                print(warning, flush=True)
-            runs[variant].append(one_run(args.config, variant, args.steps, work / f"{variant}-{pair}"))
-            load.append(load_average())
-            print(f"pair {pair + 1}/{args.pairs} {variant}: {runs[variant][-1]['tokens_per_s']:.1f} tok/s "
-                  f"({runs[variant][-1]['compute_dtype']})", flush=True)
+    runs, load = alternate(VARIANTS, args.pairs,
+                           lambda variant, pair: one_run(args.config, variant, args.steps, work / f"{variant}-{pair}"),
+                           lambda r: f"{r['tokens_per_s']:.1f} tok/s ({r['compute_dtype']})")
     fp32, bf16 = runs["fp32"][0], runs["bf16-where-native"][0]
     agreement = {"train_loss_max_rel": _relative(bf16["losses"], fp32["losses"]),
                  "val_loss_rel": abs(bf16["final_val_loss"] - fp32["final_val_loss"]) / fp32["final_val_loss"],
@@ -103,8 +95,5 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.get_num_threads()} threads", "load": load, "runs": runs, "agreement": agreement,
               "speed": ratio_summary([r["tokens_per_s"] for r in runs["bf16-where-native"]], [r["tokens_per_s"] for r in runs["fp32"]]),
               "command": " ".join(["python -m falsify.bench precision", *(argv if argv is not None else sys.argv[1:])])}
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "precision.json", json.dumps(result, indent=1))
-    write_atomic(out / "precision.md", markdown(result))
-    print(markdown(result))
+    write_results(out, "precision", result, markdown(result))
     return 0
