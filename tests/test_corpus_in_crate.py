@@ -277,6 +277,15 @@ use support::helpers::three;
 fn adds_three() {
     assert_eq!(gappy::add(three(), 0), 3);
 }
+
+mod nested {
+    use super::*;
+
+    #[test]
+    fn adds_three_nested() {
+        assert_eq!(gappy::add(three(), 1), 4);
+    }
+}
 '''
 
 
@@ -307,7 +316,7 @@ def test_tests_that_cannot_build_in_their_crate_here_are_left_out_and_counted(ga
     assert "impl<'a> Named for &'a Entry" in tests and "trait Named" in tests  # an impl for `&Entry` travels with Entry
     assert "use std::collections::HashSet;" in tests and "fn adds_inside()" in tests  # `use super::*;` of a nested module
     report = json.loads((tmp_path / "out" / "corpus_report.json").read_text())
-    assert report["skipped_tests"] == {"needs_local_module": 1, "needs_unpackaged_crate": 2}
+    assert report["skipped_tests"] == {"needs_local_module": 2, "needs_unpackaged_crate": 2}  # adds_three and its nested twin
     assert report["skipped_functions"]["tests_not_buildable_here"] == 1
     if shutil.which("cargo") is not None:
         compile_and_run_appended(gappy, recs, tmp_path, own_tests=False)

@@ -214,7 +214,11 @@ def why_not_buildable(unit: TestUnit, unlinkable: set[str]) -> str | None:
     the appended module cannot bring along (only items are copied as helpers).
     """
     scope = _scope(unit.nodes[0])
-    uses, local_modules = _scope_uses(scope)
+    uses, local_modules = [], set()
+    for level in _glob_scopes(scope, integration=module_path(unit.file) is None):  # what travels with the test
+        level_uses, level_modules = _scope_uses(level)
+        uses += level_uses
+        local_modules |= level_modules
     if _rooted_at(unit.source, unlinkable) or any(_rooted_at(path + "::", unlinkable) for _, path in uses):
         return "needs_unpackaged_crate"
     in_module = scope.type != "source_file" or module_path(unit.file) is None  # a `mod` block, or a tests/ file
