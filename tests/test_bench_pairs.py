@@ -57,3 +57,10 @@ def test_the_generation_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     result = json.loads((tmp_path / "out" / "generation.json").read_text())
     assert result["functions"] == 3 and set(result["runs"]) == {"ours", "generate-batch-1"}
     assert 0 <= result["identical_outputs"] <= 3 and result["speed"]["ratio"] > 0 and len(result["load"]) == 3
+
+
+def test_max_relative_difference_of_two_curves():
+    from falsify.bench.pairs import max_relative_difference
+
+    assert max_relative_difference([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)
+    assert max_relative_difference([1.0], [1.0, 2.0]) == float("inf") and max_relative_difference([], []) == float("inf")

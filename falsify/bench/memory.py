@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .pairs import alternate, ratio_summary, write_results
+from .pairs import alternate, ratio_summary, training_run_options, write_results
 
 VARIANTS = ("chunked", "whole")
 
@@ -48,12 +48,7 @@ def one_run(spec: dict, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m falsify.bench memory", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="smollm2-lora")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--pairs", type=int, default=2)
-    ap.add_argument("--workdir", default="experiments/bench/memory")
-    ap.add_argument("--out", default="reports/bench")
+    ap = training_run_options("memory", __doc__, config="smollm2-lora", steps=3)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:

@@ -8,6 +8,7 @@ the alternation is there to cancel.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -72,3 +73,19 @@ def write_results(out: Path, name: str, result: dict, md: str) -> None:
     write_atomic(out / f"{name}.json", json.dumps(result, indent=1))
     write_atomic(out / f"{name}.md", md)
     print(md)
+
+
+def max_relative_difference(a: list[float], b: list[float]) -> float:
+    """Largest |a - b| / |b| step by step; infinite when the curves are empty or of different lengths."""
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+
+
+def training_run_options(name: str, doc: str, *, config: str, steps: int) -> argparse.ArgumentParser:
+    """The options of a bench that trains a packaged config a few steps per run (precision, memory)."""
+    ap = argparse.ArgumentParser(prog=f"python -m falsify.bench {name}", description=doc.split("\n")[0])
+    ap.add_argument("--config", default=config)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--workdir", default=f"experiments/bench/{name}")
+    ap.add_argument("--out", default="reports/bench")
+    return ap

@@ -12,7 +12,6 @@ fp32 with itself under another name. Writes reports/bench/precision.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -24,7 +23,7 @@ import torch
 from trainer.experiment import ExperimentPaths
 from trainer.monitor.store import MetricStore
 
-from .pairs import alternate, ratio_summary, write_results
+from .pairs import alternate, max_relative_difference, ratio_summary, training_run_options, write_results
 
 LOSS_RTOL = 0.02  # bf16 keeps ~3 significant digits; a loss curve within 2% per step trains the same
 VARIANTS = ("fp32", "bf16-where-native")
@@ -49,10 +48,6 @@ def one_run(config: str, precision: str, steps: int, out: Path) -> dict:
             "final_val_loss": metrics["final_val_loss"]}
 
 
-def _relative(a: list[float], b: list[float]) -> float:
-    return max(abs(x - y) / abs(y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
-
-
 def markdown(result: dict) -> str:
     r, agree, first = result["speed"], result["agreement"], {k: v[0] for k, v in result["runs"].items()}
     lines = [f"# bf16 vs fp32 compute: {result['config']}, {result['steps']} steps, {r['pairs']} alternating pairs", "",
@@ -72,19 +67,13 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m falsify.bench precision", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="smollm2-qlora")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--pairs", type=int, default=2)
-    ap.add_argument("--workdir", default="experiments/bench/precision")
-    ap.add_argument("--out", default="reports/bench")
-    args = ap.parse_args(argv)
+    args = training_run_options("precision", __doc__, config="smollm2-qlora", steps=4).parse_args(argv)
     work, out = Path(args.workdir), Path(args.out)
     runs, load = alternate(VARIANTS, args.pairs,
                            lambda variant, pair: one_run(args.config, variant, args.steps, work / f"{variant}-{pair}"),
                            lambda r: f"{r['tokens_per_s']:.1f} tok/s ({r['compute_dtype']})")
     fp32, bf16 = runs["fp32"][0], runs["bf16-where-native"][0]
-    agreement = {"train_loss_max_rel": _relative(bf16["losses"], fp32["losses"]),
+    agreement = {"train_loss_max_rel": max_relative_difference(bf16["losses"], fp32["losses"]),
                  "val_loss_rel": abs(bf16["final_val_loss"] - fp32["final_val_loss"]) / fp32["final_val_loss"],
                  "final_val_loss": {"fp32": fp32["final_val_loss"], "bf16": bf16["final_val_loss"]}, "rtol": LOSS_RTOL}
     agreement["within"] = agreement["train_loss_max_rel"] <= LOSS_RTOL and agreement["val_loss_rel"] <= LOSS_RTOL

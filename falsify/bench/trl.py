@@ -49,7 +49,7 @@ import torch
 from trainer.errors import TrainerError
 from trainer.files import write_atomic
 
-from .pairs import busy_warning, load_average, ratio_summary
+from .pairs import busy_warning, load_average, max_relative_difference, ratio_summary
 
 DEFAULT_DATA = "experiments/corpus/train.jsonl"
 OUT = Path("reports/bench")
@@ -186,7 +186,7 @@ def summarize(row: Row, runs: dict[str, list[dict]], peak: dict, load: list[floa
             out.setdefault("peak_vram_mb", {})[k] = max(r["peak_vram_mb"] for r in v)
     if row.compare == "trl":
         la, lb = runs["ours"][0]["losses"], runs["trl"][0]["losses"]
-        rel = max(abs(x - y) / abs(y) for x, y in zip(la, lb)) if la and len(la) == len(lb) else float("inf")
+        rel = max_relative_difference(la, lb)
         out["loss_curves"] = {"ours": la, "trl": lb, "max_relative_difference": rel, "rtol": LOSS_RTOL, "agree": rel <= LOSS_RTOL}
     ours = runs["ours" if row.compare == "trl" else "ours-unpacked"]
     out["generation_tokens_per_s"] = statistics.median(r["generation_tokens_per_s"] for r in ours if r.get("generation_tokens_per_s"))
