@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from falsify.evaluate.libtest_report import declared_test_names
 from trainer.corpus import splits
 from trainer.corpus.build import build_corpus
 from trainer.corpus.in_crate import CrateSourceError, module_path, verbatim_function
@@ -89,6 +90,28 @@ fn area_of_three() {
 }
 '''
 
+# Binds `Square` to something else than tests/integration.rs does: one flat module could not hold both files' tests.
+HELPY_TILES = r'''use helpy::shapes::Square as Tile;
+use std::collections::BTreeMap as Square;
+
+#[test]
+fn areas_by_side() {
+    let mut areas = Square::new();
+    areas.insert(2, Tile { side: 2 }.area());
+    assert_eq!(areas[&2], 4);
+}
+'''
+
+# A test file for another platform: its tests must stay under its cfg (here nothing it calls exists).
+HELPY_ELSEWHERE = r'''#![cfg(feature = "on-another-platform")]
+use helpy::shapes::Square;
+
+#[test]
+fn area_on_another_platform() {
+    assert_eq!(Square { side: 5 }.area(), helpy::only_there());
+}
+'''
+
 
 @pytest.fixture
 def helpy(tmp_path) -> Path:
@@ -98,6 +121,8 @@ def helpy(tmp_path) -> Path:
     for rel, text in {"Cargo.toml": '[package]\nname = "helpy"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\n',
                       "src/lib.rs": HELPY_LIB, "src/shapes.rs": HELPY_SHAPES, "tests/integration.rs": HELPY_INTEGRATION,
                       "tests/again.rs": "#[test]\nfn area_of_three() {\n    assert_eq!(helpy::shapes::Square { side: 3 }.area(), 9);\n}\n",
+                      "tests/tiles.rs": HELPY_TILES,
+                      "tests/elsewhere.rs": HELPY_ELSEWHERE,
                       }.items():
         (crate / rel).parent.mkdir(parents=True, exist_ok=True)
         (crate / rel).write_text(text, encoding="utf-8")
@@ -152,6 +177,12 @@ def test_in_crate_tests_bring_the_use_lines_and_helpers_they_need(helpy, tmp_pat
     assert "fn square(side: u32) -> Square" in area
     assert recs["Square::area"]["output"].count("fn area_of_three()") == 2  # tests/again.rs and tests/integration.rs ...
     assert area.count("fn area_of_three()") == 1 and "fn area_of_three_2()" in area  # one module, one name each
+    # tests/tiles.rs binds `Square` to a BTreeMap: its tests get a module of their own, where that binding holds
+    assert "use crate::shapes::Square;" in area.split("mod from_tiles {")[0]
+    nested = area.split("mod from_tiles {\nuse super::*;\n")[1]
+    assert "use std::collections::BTreeMap as Square;" in nested and "fn areas_by_side()" in nested
+    assert "fn areas_by_side()" not in area.split("mod from_tiles {")[0]
+    assert '#[cfg(feature = "on-another-platform")]\nmod from_elsewhere {\nuse super::*;' in area
     triple = recs["triple"]["metadata"]["in_crate_tests"]
     # The tests sat in shapes::inner::tests; the appended module sits in shapes.
     assert triple.startswith("use crate::shapes::inner::*;")
@@ -184,7 +215,7 @@ def compile_and_run_appended(crate: Path, recs: dict[str, dict], tmp_path: Path,
     proc = subprocess.run(["cargo", "test", "--offline", "--lib", "-q", "rtf_generated"], cwd=work, capture_output=True,
                           text=True, timeout=240, env={**__import__("os").environ, "CARGO_TARGET_DIR": str(tmp_path / "target")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    expected = sum(r["metadata"]["in_crate_tests"].count("#[test]") for r in recs.values())
+    expected = sum(len(declared_test_names(r["metadata"]["in_crate_tests"])) for r in recs.values())  # not those under a cfg
     assert f"{expected} passed" in proc.stdout, proc.stdout[-2000:]
 
 

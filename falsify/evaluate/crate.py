@@ -9,6 +9,7 @@ lock, and no sample can overwrite another's binary.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,22 @@ directory = "{REGISTRY}"
 
 [net]
 offline = true
+
+# No debug info: nothing reads it (coverage has its own mapping; panics carry their own locations),
+# and for a big crate (tokio) it is a fifth of each build. The config overrides the crate's manifest.
+[profile.dev]
+debug = 0
+
+[profile.test]
+debug = 0
+"""
+
+# Cargo's RUSTC_WORKSPACE_WRAPPER for a linted build: clippy-driver for the test build, whose lints are
+# counted; plain rustc for anything else of the crate (its lib, when a dev-dependency built on the crate
+# links it: tokio-test on tokio), where clippy would only cost time and its deny lints could fail the build.
+LINT_WRAPPER = """#!/bin/sh
+case " $* " in *" --test "*) exec "$RTF_CLIPPY_DRIVER" "$@" ;; esac
+exec "$@"
 """
 
 CARGO_TOML = f"""[package]
@@ -76,6 +93,11 @@ BUILD_LIMITS = Limits(wall_s=120, cpu_s=240, memory_bytes=6 << 30, file_bytes=1 
 RUN_DIRS = ("prof", "prof-base", "prof-rerun", "prof-existing", "prof-both", "run", "run-existing")
 
 
+def config_stamp() -> str:
+    """Changes with the cargo config every build uses (its profiles): cached builds made under another are not reused."""
+    return hashlib.sha256(CARGO_CONFIG.encode()).hexdigest()[:12]
+
+
 def cache_dir() -> Path:
     root = os.environ.get("RTF_CACHE_DIR")
     return Path(root) if root else Path.home() / ".cache" / "rust-test-falsify" / "evaluator"
@@ -95,6 +117,12 @@ class CargoTarget:
 
     def lint_cap(self) -> list[str]:
         return ["--cap-lints", "warn"] if self.in_crate else []
+
+    def clippy_levels(self) -> list[str]:
+        """clippy's levels in a linted build. Its deny-by-default correctness lints warn: a lint is counted, never a
+        compile failure. In a crate, clippy is allowed everywhere but in the generated module (`#[warn(clippy::all)]`
+        on it): tokio's own thousands of lints would only cost output."""
+        return ["-A", "clippy::all"] if self.in_crate else ["-W", "clippy::correctness"]
 
 
 STANDALONE = CargoTarget()
@@ -159,6 +187,7 @@ class BuildResult:
     executable: Path | None
     diagnostics: list[Diagnostic]
     artifacts: list[tuple[str, bool]] = field(default_factory=list)   # (target name, fresh) per unit cargo reported
+    linted: bool = False   # clippy ran in this compile: its lints are among the diagnostics
 
     def units(self, *, fresh: bool) -> list[str]:
         """Targets cargo reported as reused from the target directory (`fresh`) or compiled by this build."""
@@ -166,6 +195,11 @@ class BuildResult:
 
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.level in ("error", "error: internal compiler error")]
+
+    def failed_on_clippy(self) -> bool:
+        """The build failed because of clippy, not the code: a clippy lint denied, or the driver crashed."""
+        return not self.success and any(d.level == "error: internal compiler error" or (d.code or "").startswith("clippy::")
+                                        for d in self.errors())
 
     def error_text(self, limit: int = 1500) -> str:
         """The compiler's own error text, trimmed, or the harness's reason."""
@@ -259,10 +293,10 @@ class Workspace:
 
     # ---- template: dependencies compiled once -------------------------------------------
     def warm(self) -> None:
-        """Compile proptest (test build and clippy check) into the template, once per cache."""
+        """Compile proptest into the template, once per cache (clippy runs in the same build: `build_tests`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock, exclusive_lock(self.root / ".template.lock"):  # another evaluator process may be building it now
-            marker = self.template / f"warm-{self.toolchain.rustc_version.replace(' ', '_')}"
+            marker = self.template / f"warm-{self.toolchain.rustc_version.replace(' ', '_')}-{config_stamp()}"
             if marker.exists():
                 return
             shutil.rmtree(self.template, ignore_errors=True)
@@ -274,14 +308,10 @@ class Workspace:
                 "pub fn id(x: u8) -> u8 { x }\n#[cfg(test)]\nmod tests {\n" + TEST_PRELUDE
                 + "    proptest! { #[test] fn p(x in any::<u8>()) { prop_assert_eq!(super::id(x), x); } }\n}\n")
             env = self._env(self.template, self.toolchain.sysroot)
-            steps = [["cargo", "test", "--no-run"]]
-            if self.toolchain.has_clippy:
-                steps.append(["cargo", "clippy", "--tests"])
-            for step in steps:
-                proc = subprocess.run(step + ["--quiet"], cwd=self.template, env=env, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"could not build proptest offline from {REGISTRY} in {self.template}: "
-                                       + proc.stderr.strip()[-800:])
+            proc = subprocess.run(["cargo", "test", "--no-run", "--quiet"], cwd=self.template, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"could not build proptest offline from {REGISTRY} in {self.template}: "
+                                   + proc.stderr.strip()[-800:])
             marker.write_text("ok\n")
 
     # ---- per sample -----------------------------------------------------------------------
@@ -344,19 +374,37 @@ class Workspace:
         diags, exe, success, artifacts = parse_cargo_json(run.stdout, target)
         return BuildResult(run, success and run.ok, exe, diags, artifacts)
 
-    def build_tests(self, sample_dir: Path, *, uid: int, coverage: bool, quiet: bool = False,
+    def build_tests(self, sample_dir: Path, *, uid: int, coverage: bool, quiet: bool = False, lint: bool = False,
                     target: CargoTarget = STANDALONE) -> BuildResult:
         """Compile the crate's lib test binary (instrumented for coverage when asked); `--lib` only.
 
         One codegen unit: for a crate this small it builds about a third faster. `quiet`
         caps lints (the mutant schema's extra parentheses would warn by the dozen); a real
         crate's lints are capped at warn (an old `#![deny(warnings)]` meets today's lints).
+
+        `lint` runs clippy in the same compile, the way `cargo clippy` does: clippy-driver wraps
+        rustc for the crate's test build (`RUSTC_WORKSPACE_WRAPPER`, `LINT_WRAPPER`; dependencies
+        stay plain rustc, so the cache is shared). One compile instead of two; the levels are
+        `CargoTarget.clippy_levels`. Should the linted build still fail on clippy's account (a
+        test's own `#![deny(clippy::...)]`, a clippy crash), it is rebuilt without clippy and the
+        result says so.
         """
         flags = ["-C", "codegen-units=1"] + (["--cap-lints", "allow"] if quiet else target.lint_cap())
-        if coverage:
-            return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=flags + COVERAGE_FLAGS,
-                              uid=uid, extra_env={"RUSTC_BOOTSTRAP": "1"}, target=target)
-        return self.cargo(sample_dir, ["rustc", "--profile", "test", "--lib"], rustc_args=flags, uid=uid, target=target)
+        env = {"RUSTC_BOOTSTRAP": "1"} if coverage else {}
+        args = ["rustc", "--profile", "test", "--lib"]
+        rustc_args = flags + (COVERAGE_FLAGS if coverage else [])
+        if lint and not quiet and self.toolchain.has_clippy:
+            script = sample_dir / "cargo-home" / "rtf-lint-wrapper"
+            script.write_text(LINT_WRAPPER)
+            script.chmod(0o755)
+            wrapper = {"RUSTC_WORKSPACE_WRAPPER": str(script),
+                       "RTF_CLIPPY_DRIVER": str(sample_dir / ".toolchain" / "bin" / "clippy-driver")}
+            linted = self.cargo(sample_dir, args, rustc_args=rustc_args + target.clippy_levels(), uid=uid,
+                                extra_env=env | wrapper, target=target)
+            if linted.success or not linted.failed_on_clippy():
+                linted.linted = True
+                return linted
+        return self.cargo(sample_dir, args, rustc_args=rustc_args, uid=uid, extra_env=env, target=target)
 
     def rustfmt(self, sample_dir: Path, *, uid: int, file: str = "src/lib.rs", edition: str = "2021") -> RunResult:
         """rustfmt formats a copy (to stdout): it succeeds only if rustc's parser accepts the file."""
@@ -365,7 +413,3 @@ class Workspace:
         return run_sandboxed(argv, cwd=sample_dir, uid=uid, limits=self.build_limits,
                              env=self._env(sample_dir, mount), binds=((self.toolchain.sysroot, mount),), writable=(sample_dir,))
 
-    def clippy(self, sample_dir: Path, *, uid: int, target: CargoTarget = STANDALONE) -> BuildResult:
-        """clippy on the test build: the sample crate's tests, or an in-crate copy's lib in test mode."""
-        args = ["clippy", "--lib", "--profile", "test"] if target.in_crate else ["clippy", "--tests"]
-        return self.cargo(sample_dir, args, uid=uid, target=target, rustc_args=target.lint_cap())

@@ -203,7 +203,6 @@ class CrateTemplates:
             return CrateTemplate(None, f"the crate {copy.name} {copy.version} does not build offline as it is "
                                        f"(before the generated tests were added): {first_error(build, self.ws.build_limits)}",
                                  lasting=failure_is_lasting(build, self.ws.build_limits))
-        clippy = self.ws.clippy(stage, uid=uid, target=copy.target) if self.ws.toolchain.has_clippy else None
         for sub in (".toolchain", *RUN_DIRS):
             shutil.rmtree(stage / sub, ignore_errors=True)
         refused = _hand_to_root(stage, uid)
@@ -213,8 +212,7 @@ class CrateTemplates:
         seconds = round(time.monotonic() - start, 3)
         write_json_atomic(stage / MARKER, {"crate": copy.name, "version": copy.version, "features": list(copy.features),
                                            "toolchain": self.toolchain, "coverage": self.coverage,
-                                           "compiled": build.units(fresh=False), "seconds": seconds,
-                                           "clippy": None if clippy is None else clippy.success})
+                                           "compiled": build.units(fresh=False), "seconds": seconds})
         shutil.rmtree(final, ignore_errors=True)
         shutil.move(stage, final)  # a rename: the staging area and the cache share a filesystem for the hard links
         return CrateTemplate(final, built_now=True, seconds=seconds)

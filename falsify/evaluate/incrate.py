@@ -28,7 +28,7 @@ from tree_sitter import Node
 from trainer.corpus import rust_ast
 from trainer.corpus.crates import crate_versions, missing_dev_dependency
 
-from .crate import CargoTarget
+from .crate import CargoTarget, config_stamp
 from .crate_features import features_excluded, features_needed
 from .samples import Sample
 from .toolchain import REGISTRY
@@ -81,10 +81,10 @@ class CrateCopy:
         return self.source.encode()[self.tests_bytes[0]:self.tests_bytes[1]].decode()
 
     def template_key(self, toolchain: str, coverage: bool) -> str:
-        """Dependencies are compiled once per crate directory, version, manifest, features, toolchain, build kind and
-        own-tests level (two directories may hold crates of one name and version: a fork, a test fixture)."""
+        """Dependencies are compiled once per crate directory, version, manifest, features, toolchain, build kind,
+        own-tests level and cargo config (two directories may hold crates of one name and version: a fork, a test fixture)."""
         text = "\n".join([str(self.source_dir), self.name, self.version, self.manifest, ",".join(self.features), toolchain,
-                          str(coverage), self.own_tests])
+                          str(coverage), self.own_tests, config_stamp()])
         return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-{self.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
     def record(self) -> dict:
@@ -332,7 +332,9 @@ def plan_copy(sample: Sample, crate_dir: Path, file: str, *, own_tests: str = "k
         root = dict(rewritten).get(lib_file) or _read_text(crate_dir / lib_file)
         if root is not None and (aliased := _with_self_alias(root, lib_name)) != root:
             rewritten = tuple((f, t) for f, t in rewritten if f != lib_file) + ((lib_file, aliased),)
-    block = f"\n#[cfg(test)]\nmod {module} {{\n{sample.generated_tests.rstrip()}\n}}\n"
+    # clippy is allowed crate-wide in the linted build (`CargoTarget.clippy_levels`) and warns here: the tests' lints
+    # are the ones that count, and a big crate's own would flood the build's output
+    block = f"\n#[cfg(test)]\n#[warn(clippy::all)]\nmod {module} {{\n{sample.generated_tests.rstrip()}\n}}\n"
     tests_start = len(head.encode()) + 1  # after the blank line
     source = head + block
     return CrateCopy(crate_dir, name, version, lib_name, str(package.get("edition", "2015")), lib_file, file, module,

@@ -225,7 +225,7 @@ class Evaluator:
             record_refusal(rec, crate.refused)
             return
         with timed(rec, "build"):
-            build = ws.build_tests(sample_dir, uid=uid, coverage=opts.coverage, target=crate.target)
+            build = ws.build_tests(sample_dir, uid=uid, coverage=opts.coverage, lint=True, target=crate.target)
         if rec["crate"] is not None:
             rec["crate"] |= {"dependencies_fresh": build.units(fresh=True), "dependencies_compiled": build.units(fresh=False)}
         if not record_build(rec, build, facts.calls_function, opts.build_limits):
@@ -252,9 +252,11 @@ class Evaluator:
                                                       lines=crate.function_lines, function_code=s.function_code,
                                                       limits=opts.test_limits, source_file=crate.target.file,
                                                       generated_module=crate.test_filter))
-        if self.toolchain.has_clippy:
-            with timed(rec, "clippy"):
-                record_clippy(rec, ws.clippy(sample_dir, uid=uid, target=crate.target), crate.tests_bytes, opts.build_limits)
+        if build.linted:  # clippy ran in the build
+            record_clippy(rec, build, crate.tests_bytes, opts.build_limits)
+        elif self.toolchain.has_clippy:
+            rec["reasons"].append("clippy failed on this code (a denied clippy lint or a clippy crash); "
+                                  "built without it: clippy_warnings is null")
         else:
             rec["reasons"].append("clippy not installed (rustup component add clippy): clippy_warnings is null")
         with timed(rec, "mutation"):

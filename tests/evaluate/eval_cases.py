@@ -43,6 +43,13 @@ fn test_1() {
     assert_eq!(y, y);
 }"""
 
+CLAMP_DENIES_A_LINT = """#[test]
+#[deny(clippy::assertions_on_constants)]
+fn test_clamp_inside() {
+    assert_eq!(clamp(1, 0, 10), 1);
+    assert!(true);
+}"""
+
 CLAMP_BROKEN = """#[test]
 fn test_clamp() {
     assert_eq!(clamp(1, 0), 1);

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_BROKEN, CLAMP_FAILING, CLAMP_GOOD, CLAMP_WEAK, GENERIC_MAX, GENERIC_MAX_TESTS, sample
+from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_DENIES_A_LINT, CLAMP_BROKEN, CLAMP_FAILING, CLAMP_GOOD, CLAMP_WEAK, GENERIC_MAX, GENERIC_MAX_TESTS, sample
 
 from falsify.evaluate import evaluate_samples
 
@@ -24,7 +24,8 @@ def evaluated(tmp_path_factory):
             sample("broken", CLAMP, CLAMP_BROKEN),
             sample("failing", CLAMP, CLAMP_FAILING),
             sample("module", CLAMP, CLAMP_AS_MODULE),
-            sample("generic", GENERIC_MAX, GENERIC_MAX_TESTS)]
+            sample("generic", GENERIC_MAX, GENERIC_MAX_TESTS),
+            sample("denies-a-lint", CLAMP, CLAMP_DENIES_A_LINT)]
     with open(path, "wb") as fh:
         for r in rows[:3]:
             fh.write((json.dumps(r) + "\n").encode())
@@ -82,6 +83,15 @@ def test_weak_tests_pass_but_kill_nothing(evaluated):
 
 
 @pytest.mark.slow
+def test_a_lint_the_tests_deny_does_not_fail_their_build(evaluated):
+    """clippy runs inside the test build; a lint the tests themselves deny must not turn into a compile failure."""
+    denied = evaluated[1]["denies-a-lint"]
+    assert denied["compiles"] and denied["passes"] and denied["failure"] is None
+    assert denied["clippy_warnings"] is None
+    assert any(r.startswith("clippy failed on this code") for r in denied["reasons"])
+
+
+@pytest.mark.slow
 def test_broken_and_failing_tests_carry_their_reason(evaluated):
     _, rec, _ = evaluated
     broken = rec["broken"]
@@ -107,12 +117,12 @@ def test_module_tests_and_generics(evaluated):
 def test_bad_lines_are_failures_with_line_numbers(evaluated):
     summary, rec, _ = evaluated
     assert rec["line-4"]["failure"] == "input" and "line 4: malformed JSON" in rec["line-4"]["reasons"][0]
-    assert rec["empty"]["failure"] == "input" and "line 8" in rec["empty"]["reasons"][0]
-    assert summary["n"] == 8 and summary["failures_by_reason"]["input"] == 2
-    assert summary["compile_rate"] == pytest.approx(5 / 8) and summary["pass_rate"] == pytest.approx(4 / 8)
+    assert rec["empty"]["failure"] == "input" and "line 9" in rec["empty"]["reasons"][0]
+    assert summary["n"] == 9 and summary["failures_by_reason"]["input"] == 2
+    assert summary["compile_rate"] == pytest.approx(6 / 9) and summary["pass_rate"] == pytest.approx(5 / 9)
     assert summary["category_counts"]["has_generics"] == 1 and summary["category_pass_counts"]["has_generics"] == 1
     lines = [json.loads(x)["line"] for x in (evaluated[2] / "samples.jsonl").read_text().splitlines()]
-    assert lines == sorted(lines) and len(lines) == 8
+    assert lines == sorted(lines) and len(lines) == 9
 
 
 def test_missing_toolchain_is_one_line_and_exit_2(tmp_path):

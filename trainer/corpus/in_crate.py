@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tree_sitter import Node
@@ -241,15 +242,103 @@ def _glob_scopes(scope: Node, *, integration: bool) -> list[Node]:
     return levels
 
 
+@dataclass
+class _FilePart:
+    """What one test file brings to the appended module: its use lines, helpers and tests."""
+    file: str
+    cfg: str = ""  # the file's own `#![cfg(...)]`, as an outer attribute: its tests exist only where it holds
+    # Each entry carries its place in the order the tests came in, so that merging parts back
+    # gives exactly the flat module of the tests in their order.
+    uses: list[tuple[int, str, str]] = field(default_factory=list)  # (order, attributes, use line)
+    support: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (order, item)
+    macros: set[str] = field(default_factory=set)
+    bodies: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def at_own_items(self) -> bool:
+        """Its tests sat among the function's own items (`use super::*;` there): it must stay at the top."""
+        return any(line == "use super::*;" for _, _, line in self.uses)
+
+    def bindings(self) -> dict[str, str]:
+        """Each name it binds (helpers, then use lines; the first binding of a name wins) and to what."""
+        bound = {name: text for name, (_, text) in self.support.items() if name not in self.macros}
+        for _, _, line in self.uses:
+            name = _bound_name(line.removeprefix("use ").removesuffix(";"))
+            if name is not None:
+                bound.setdefault(name, line)
+        return bound
+
+
+def _file_cfg(node: Node) -> str:
+    """The `#![cfg(...)]` attributes of the file `node` is in, as outer attributes (tokio's
+    tests/named_pipe.rs: `#![cfg(all(feature = "full", windows))]`), or ""."""
+    while node.parent is not None:
+        node = node.parent
+    return "".join(rust_ast.text(c).replace("#![", "#[", 1) + "\n" for c in node.named_children
+                   if c.type == "inner_attribute_item" and rust_ast.text(c).replace(" ", "").startswith("#![cfg("))
+
+
+def _merged(parts: list[_FilePart]) -> str:
+    """The parts as one flat module body: use lines (a name bound once), helpers, tests."""
+    uses = [(attrs, line) for _, attrs, line in sorted(u for part in parts for u in part.uses)]
+    support: dict[str, str] = {}
+    for _, name, text in sorted((order, name, text) for part in parts for name, (order, text) in part.support.items()):
+        support.setdefault(name, text)
+    macros = set().union(*(part.macros for part in parts))
+    kept, seen = [], set(support) - macros
+    for attrs, line in dict.fromkeys(uses):
+        name = _bound_name(line.removeprefix("use ").removesuffix(";"))
+        if name is None or name not in seen:
+            kept.append(attrs + line)
+            seen.add(name)
+    text = ["\n".join(kept), *support.values(), *(b for _, b in sorted(b for part in parts for b in part.bodies))]
+    return "\n\n".join(p for p in text if p)
+
+
+def _conflicts(bound: dict[str, str], more: dict[str, str]) -> bool:
+    return any(name in bound and bound[name] != what for name, what in more.items())
+
+
+def _assembled(parts: list[_FilePart]) -> str:
+    """One flat module when the files' imports and helpers agree. When two files bind a name to
+    different things (tokio: `use std::sync::mpsc;` in one test file, `use tokio::sync::mpsc;`
+    in another), a flat module would keep only one, and the other file's tests would not
+    compile; so each file that disagrees with those before it gets a module of its own
+    (`mod from_<file> { use super::*; ... }`), where its own bindings shadow the glob. A file
+    that is itself under a `#![cfg(...)]` always gets its own module, under that cfg."""
+    bound: dict[str, str] = {}
+    for part in parts:
+        if part.cfg or _conflicts(bound, part.bindings()):
+            break
+        bound |= {k: v for k, v in part.bindings().items() if k not in bound}
+    else:
+        return _merged(parts)
+    top: list[_FilePart] = []
+    nested: list[_FilePart] = []
+    bound = {}
+    for part in sorted(parts, key=lambda p: not p.at_own_items):  # stable: the function's own tests first
+        if part.at_own_items or not (part.cfg or _conflicts(bound, part.bindings())):
+            top.append(part)
+            bound |= {k: v for k, v in part.bindings().items() if k not in bound}
+        else:
+            nested.append(part)
+    text, names = [_merged(top)], set(bound)
+    for part in nested:
+        stem = re.sub(r"\W", "_", Path(part.file).stem)
+        name = next(n for n in (f"from_{stem}", *(f"from_{stem}_{k}" for k in range(2, 1000))) if n not in names)
+        names.add(name)
+        text.append(f"{part.cfg}mod {name} {{\nuse super::*;\n\n{_merged([part])}\n}}")
+    return "\n\n".join(t for t in text if t)
+
+
 def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str]) -> str:
     """The body of the module the evaluator appends to the function's file: use lines,
     helpers, then the tests (as in `output`; a test named like an earlier one gets `_2`),
     each rewritten to mean the same there."""
     target = module_path(candidate.file)
-    uses: list[tuple[str, str]] = []  # (attributes, use line)
-    support: dict[str, str] = {}
-    macros: set[str] = set()
-    bodies, test_names = [], set()
+    parts: dict[str, _FilePart] = {}
+    test_names: set[str] = set()
+    order = iter(range(1 << 30))
     for unit in tests:
         source, names = unit.source, set(unit.name.split(","))
         if names & test_names and unit.nodes[0].type == "function_item":  # same-named tests of two files
@@ -258,27 +347,21 @@ def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[s
         elif names & test_names:
             continue  # a proptest block or test macro whose names are taken: left out
         test_names |= names
+        part = parts.setdefault(unit.file, _FilePart(unit.file, _file_cfg(unit.nodes[0])))
         paths = _Paths(unit, target, lib_names)
         scope = _scope(unit.nodes[0])
         if paths.scope is not None and paths.scope == target:  # tests written among the function's own items
-            uses.append(("", "use super::*;"))
+            part.uses.append((next(order), "", "use super::*;"))
         else:
             for level in _glob_scopes(scope, integration=paths.scope is None):
                 arguments, local_modules = _scope_uses(level)
-                uses += [(attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
+                part.uses += [(next(order), attrs, line) for attrs, a in arguments if (line := paths.use_line(a, local_modules))]
                 for name, node in _support(level, unit.names | unit.calls, {n.id for n in unit.nodes}):
-                    support.setdefault(name, paths.body(item_text(node)))
+                    part.support.setdefault(name, (next(order), paths.body(item_text(node))))
                     if node.type == "macro_definition":
-                        macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
-        bodies.append(paths.body(source))
-    kept, seen = [], set(support) - macros
-    for attrs, line in dict.fromkeys(uses):
-        name = _bound_name(line.removeprefix("use ").removesuffix(";"))
-        if name is None or name not in seen:
-            kept.append(attrs + line)
-            seen.add(name)
-    parts = ["\n".join(kept), *support.values(), *bodies]
-    return "\n\n".join(p for p in parts if p)
+                        part.macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
+        part.bodies.append((next(order), paths.body(source)))
+    return _assembled(list(parts.values()))
 
 
 # ---------------------------------------------------------------- samples, for the generators
