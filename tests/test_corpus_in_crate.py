@@ -20,7 +20,15 @@ from trainer.corpus.build import build_corpus
 from trainer.corpus.in_crate import CrateSourceError, module_path, verbatim_function
 from trainer.data import SYSTEM_PROMPT, render_prompt
 
-HELPY_LIB = r'''pub mod shapes;
+HELPY_LIB = r'''// A crate macro named like a std one: in the crate, an integration test's `use std::concat;` is ambiguous with it.
+#[allow(unused_macros)]
+macro_rules! concat {
+    ($a:expr, $b:expr) => {
+        $a + $b
+    };
+}
+
+pub mod shapes;
 
 pub fn double(x: u32) -> u32 {
     x * 2
@@ -112,6 +120,15 @@ fn area_on_another_platform() {
 }
 '''
 
+HELPY_CONCAT = r'''use std::concat;
+
+#[test]
+fn doubles_a_concatenated_number() {
+    let n: u32 = concat!("2", "1").parse().unwrap();
+    assert_eq!(helpy::double(n), 42);
+}
+'''
+
 
 @pytest.fixture
 def helpy(tmp_path) -> Path:
@@ -123,6 +140,7 @@ def helpy(tmp_path) -> Path:
                       "tests/again.rs": "#[test]\nfn area_of_three() {\n    assert_eq!(helpy::shapes::Square { side: 3 }.area(), 9);\n}\n",
                       "tests/tiles.rs": HELPY_TILES,
                       "tests/elsewhere.rs": HELPY_ELSEWHERE,
+                      "tests/concat.rs": HELPY_CONCAT,
                       }.items():
         (crate / rel).parent.mkdir(parents=True, exist_ok=True)
         (crate / rel).write_text(text, encoding="utf-8")
@@ -172,6 +190,8 @@ def test_in_crate_tests_bring_the_use_lines_and_helpers_they_need(helpy, tmp_pat
     assert double.startswith("use super::*;")  # the tests' module sat in the function's own file
     assert "fn setup() -> u32" in double and "fn doubles_setup()" in double  # its helper travels with it
     assert "crate::double(2)" in double and "helpy::" not in double  # an integration test names the crate
+    # `use std::concat;` would be ambiguous with the crate's own `macro_rules! concat`: the macro is called by path
+    assert "use std::concat;" not in double and 'std::concat!("2", "1")' in double
     area = recs["Square::area"]["metadata"]["in_crate_tests"]
     assert area.splitlines()[:2] == ["use crate::shapes;", "use crate::shapes::Square;"]  # `use helpy::shapes::{self, Square}`
     assert "fn square(side: u32) -> Square" in area

@@ -67,6 +67,14 @@ fn expects_two_digits_for_one_hundred() {
     assert_eq!(digit_count(100), 2);
 }"""
 
+# clippy's bool_assert_comparison fires in these tests (and the crate's own code has lints of its own).
+COUNT_TESTS_LINTED = """use super::*;
+
+#[test]
+fn one_digit_is_single() {
+    assert_eq!(digit_count(7) == 1, true);
+}"""
+
 WIDEST_TESTS = """use super::*;
 
 #[test]
@@ -156,6 +164,7 @@ def evaluated(tmp_path_factory, broken_crates):
         in_crate("in-crate", DIGIT_COUNT, COUNT_TESTS),
         {"id": "standalone", "function_code": DIGIT_COUNT, "generated_tests": COUNT_TESTS.replace("use super::*;\n", "")},
         in_crate("in-crate-other", DIGIT_COUNT, COUNT_TESTS_OTHER),
+        in_crate("clippy-in-crate", DIGIT_COUNT, COUNT_TESTS_LINTED),
         in_crate("feature-all", WIDEST, WIDEST_TESTS),
         in_crate("feature-mod", DOUBLE_FAST, FAST_TESTS, file="src/fast.rs"),
         in_crate("feature-excluded", EXACT_HALF, "use super::*;\n\n#[test]\nfn halves() {\n    assert_eq!(exact_half(7), 3);\n}"),
@@ -208,6 +217,16 @@ def test_only_the_generated_module_counts(evaluated):
     assert rec["in-crate-other"]["tests_run"] == 2
     assert rec["in-crate-other"]["failing_tests"] == [f"digits::{module}::expects_two_digits_for_one_hundred"]
     assert rec["in-crate"]["failing_tests"] == [] and rec["in-crate"]["passes"]
+
+
+@pytest.mark.slow
+def test_clippy_counts_the_generated_module_only(evaluated):
+    """clippy runs in the test build; the crate's own lints (`is_single_digit` in src/digits.rs) never count."""
+    _, rec = evaluated
+    assert rec["in-crate"]["clippy_warnings"] == 0
+    linted = rec["clippy-in-crate"]
+    assert linted["passes"] and linted["clippy_warnings"] == 1
+    assert any("clippy: 1 warnings in the tests" in r and "assert_eq" in r for r in linted["reasons"])
 
 
 @pytest.mark.slow
@@ -334,11 +353,11 @@ def test_bad_inputs_are_one_line_problems_and_the_run_goes_on(evaluated):
         assert "\n" not in r["reasons"][0] and says in r["reasons"][0] and names in r["reasons"][0]
         if kind == "input":
             assert f"sample '{sid}'" in r["reasons"][0]
-    assert summary["n"] == 19 and summary["failures_by_reason"]["crate_build"] == 2
+    assert summary["n"] == 20 and summary["failures_by_reason"]["crate_build"] == 2
     # ... and remembered in the cache for the next run (while the registry stays as it is)
     remembered = list((cache_dir() / "crates").glob("rtf-broken-0.1.0-*.failed"))
     assert remembered and "rtf-dependency-not-in-the-registry" in remembered[0].read_text()
-    assert rec["in-crate"]["passes"] and summary["in_crate_samples"] == 13  # the 4 input problems were never located
+    assert rec["in-crate"]["passes"] and summary["in_crate_samples"] == 14  # the 4 input problems were never located
 
 
 @pytest.mark.slow

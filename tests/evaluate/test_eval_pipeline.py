@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_cases import CLAMP, CLAMP_AS_MODULE, CLAMP_DENIES_A_LINT, CLAMP_BROKEN, CLAMP_FAILING, CLAMP_GOOD, CLAMP_WEAK, GENERIC_MAX, GENERIC_MAX_TESTS, sample
+from eval_cases import (
+    CLAMP,
+    CLAMP_AS_MODULE,
+    CLAMP_BROKEN,
+    CLAMP_DENIES_A_LINT,
+    CLAMP_FAILING,
+    CLAMP_GOOD,
+    CLAMP_WEAK,
+    GENERIC_MAX,
+    GENERIC_MAX_TESTS,
+    sample,
+)
 
 from falsify.evaluate import evaluate_samples
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from tree_sitter import Node
@@ -331,10 +332,11 @@ def _assembled(parts: list[_FilePart]) -> str:
     return "\n\n".join(t for t in text if t)
 
 
-def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str]) -> str:
+def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[str], crate_macros: set[str] = frozenset()) -> str:
     """The body of the module the evaluator appends to the function's file: use lines,
     helpers, then the tests (as in `output`; a test named like an earlier one gets `_2`),
-    each rewritten to mean the same there."""
+    each rewritten to mean the same there. `crate_macros`: the `macro_rules!` names of the
+    crate's library code (`_qualify_macros`)."""
     target = module_path(candidate.file)
     parts: dict[str, _FilePart] = {}
     test_names: set[str] = set()
@@ -361,7 +363,28 @@ def in_crate_tests(candidate: Candidate, tests: list[TestUnit], lib_names: set[s
                     if node.type == "macro_definition":
                         part.macros.add(name)  # macros have their own namespace: `use smol::future;` still binds `future`
         part.bodies.append((next(order), paths.body(source)))
+    for part in parts.values():
+        _qualify_macros(part, crate_macros)
     return _assembled(list(parts.values()))
+
+
+def _qualify_macros(part: _FilePart, crate_macros: set[str]) -> None:
+    """An integration test's `use futures::ready;` next to the crate's own `macro_rules! ready`
+    (tokio) makes `ready!` ambiguous in the crate (E0659): outside it there was no such macro.
+    Such an import is dropped and its macro called by path (`futures::ready!`), which is what
+    the test meant. Only where the name is used as a macro alone in the part."""
+    text = "\n".join([*(t for _, t in part.support.values()), *(b for _, b in part.bodies)])
+    for entry in list(part.uses):
+        _, _, line = entry
+        path = line.removeprefix("use ").removesuffix(";")
+        name = path.split("::")[-1]
+        if (" as " in path or name not in crate_macros or path.startswith(("crate::", "self::", "super::"))
+                or re.search(rf"(?<![\w:]){name}\b(?!\s*!)", text)):
+            continue
+        part.uses.remove(entry)
+        qualify = partial(re.sub, rf"(?<![\w:]){name}(\s*!)", rf"{path}\1")
+        part.bodies = [(n, qualify(b)) for n, b in part.bodies]
+        part.support = {k: (n, qualify(t)) for k, (n, t) in part.support.items()}
 
 
 # ---------------------------------------------------------------- samples, for the generators

@@ -59,7 +59,8 @@ def _tests_for(candidate: Candidate, pool: list[TestUnit]) -> tuple[list[TestUni
     return chosen, len(hits)
 
 
-def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[TestUnit], names: set[str]) -> dict:
+def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[TestUnit], names: set[str],
+            macros: set[str]) -> dict:
     flags = rust_ast.categories(candidate.node)
     uses = std_uses(candidate, tests)
     return {
@@ -72,7 +73,7 @@ def _record(crate: Crate, candidate: Candidate, occurrence: int, tests: list[Tes
             "crate_dir": str(crate.path),
             "file": candidate.file,
             "function_span": function_span(candidate),
-            "in_crate_tests": in_crate_tests(candidate, tests, names),
+            "in_crate_tests": in_crate_tests(candidate, tests, names, macros),
             "crate_context": crate_context(candidate),
             "function": candidate.qualname,
             "owner": candidate.owner,
@@ -138,6 +139,7 @@ def pair_crate(crate: Crate, report: dict) -> list[dict]:
     dropped = _buildable(files, unlinkable_dev_dependencies(crate, crate_versions(crate.path.parent)), report)
     shared_pool = [t for rel, facts in files.items() if _is_test_path(rel) for t in facts.tests]
     names = lib_names(crate)
+    macros = set().union(*(facts.macros for rel, facts in files.items() if not _is_test_path(rel)))
     records = []
     for rel, facts in files.items():
         pool = facts.tests + [t for t in shared_pool if t.file != rel]
@@ -157,5 +159,5 @@ def pair_crate(crate: Crate, report: dict) -> list[dict]:
             if len(cand.source) > MAX_FUNCTION_CHARS:
                 report["skipped_functions"]["function_too_large"] += 1
                 continue
-            records.append(_record(crate, cand, occurrence, tests, names))
+            records.append(_record(crate, cand, occurrence, tests, names, macros))
     return sorted(records, key=lambda r: r["metadata"]["id"])

@@ -108,6 +108,7 @@ class Candidate:
 class FileFacts:
     tests: list[TestUnit] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    macros: set[str] = field(default_factory=set)  # the `macro_rules!` names it defines
 
 
 def _dedented(src: bytes, node: Node, start: Node | None = None) -> str:
@@ -221,6 +222,7 @@ def scan_file(rel: str, src: bytes, tree, *, test_file: bool) -> FileFacts:
     nodes = list(_items(tree.root_node))
     test_macros = {rust_ast.function_name(n): n for n in nodes if n.type == "macro_definition" and _has_test_attribute(n)}
     macro_uses: dict[str, list[Node]] = {name: [] for name in test_macros}
+    facts.macros = {rust_ast.function_name(n) for n in nodes if n.type == "macro_definition"} - {None}
     for node in nodes:
         if node.type == "macro_invocation":
             macro = rust_ast.text(node.child_by_field_name("macro"))
