@@ -46,13 +46,16 @@ debug = 0
 debug = 0
 """
 
-# Cargo's RUSTC_WORKSPACE_WRAPPER for a linted build: clippy-driver for the test build, whose lints are
-# counted; plain rustc for anything else of the crate (its lib, when a dev-dependency built on the crate
-# links it: tokio-test on tokio), where clippy would only cost time and its deny lints could fail the build.
+# Cargo's RUSTC_WORKSPACE_WRAPPER in every build of a sample: with RTF_CLIPPY_DRIVER set (a linted build),
+# clippy-driver compiles the test unit, whose lints are counted; everything else of the crate (its plain lib,
+# when a dev-dependency built on the crate links it: tokio-test on tokio) is plain rustc, where clippy would
+# only cost time. The same wrapper in every build, linted or not, keeps that plain lib's fingerprint, so the
+# macro expansion's build of it is reused by the test build (cargo hashes the wrapper of workspace members).
 LINT_WRAPPER = """#!/bin/sh
-case " $* " in *" --test "*) exec "$RTF_CLIPPY_DRIVER" "$@" ;; esac
+case " $* " in *" --test "*) [ -n "$RTF_CLIPPY_DRIVER" ] && exec "$RTF_CLIPPY_DRIVER" "$@" ;; esac
 exec "$@"
 """
+LINT_WRAPPER_FILE = "rtf-lint-wrapper"   # in the crate's cargo home: root's, not writable by the sandbox uid
 
 CARGO_TOML = f"""[package]
 name = "{CRATE_NAME}"
@@ -336,6 +339,8 @@ class Workspace:
         home = crate_dir / "cargo-home"
         home.mkdir()
         (home / "config.toml").write_text(CARGO_CONFIG)
+        (home / LINT_WRAPPER_FILE).write_text(LINT_WRAPPER)
+        (home / LINT_WRAPPER_FILE).chmod(0o755)
         os.chown(home, uid, uid)
         (crate_dir / ".toolchain").mkdir()
         if template is not None:
@@ -348,7 +353,8 @@ class Workspace:
         (sample_dir / "src" / "lib.rs").write_text(source)
 
     def _env(self, crate_dir: Path, toolchain_dir: Path) -> dict[str, str]:
-        return {
+        wrapper = crate_dir / "cargo-home" / LINT_WRAPPER_FILE
+        return ({"RUSTC_WORKSPACE_WRAPPER": str(wrapper)} if wrapper.exists() else {}) | {
             "PATH": f"{toolchain_dir}/bin:/usr/bin:/bin",
             "HOME": str(crate_dir),
             "CARGO_HOME": str(crate_dir / "cargo-home") if (crate_dir / "cargo-home").exists() else str(self.template / "cargo-home"),
@@ -393,12 +399,8 @@ class Workspace:
         env = {"RUSTC_BOOTSTRAP": "1"} if coverage else {}
         args = ["rustc", "--profile", "test", "--lib"]
         rustc_args = flags + (COVERAGE_FLAGS if coverage else [])
-        if lint and not quiet and self.toolchain.has_clippy:
-            script = sample_dir / "cargo-home" / "rtf-lint-wrapper"
-            script.write_text(LINT_WRAPPER)
-            script.chmod(0o755)
-            wrapper = {"RUSTC_WORKSPACE_WRAPPER": str(script),
-                       "RTF_CLIPPY_DRIVER": str(sample_dir / ".toolchain" / "bin" / "clippy-driver")}
+        if lint and not quiet and self.toolchain.has_clippy and (sample_dir / "cargo-home" / LINT_WRAPPER_FILE).exists():
+            wrapper = {"RTF_CLIPPY_DRIVER": str(sample_dir / ".toolchain" / "bin" / "clippy-driver")}
             linted = self.cargo(sample_dir, args, rustc_args=rustc_args + target.clippy_levels(), uid=uid,
                                 extra_env=env | wrapper, target=target)
             if linted.success or not linted.failed_on_clippy():
