@@ -319,8 +319,13 @@ def after_marker(expanded: str) -> str | None:
 def module_named(name: str) -> Callable[[str], str | None]:
     """The in-crate tests: the expanded `mod <name> {...}` wherever it sits in the crate."""
     def cut(expanded: str) -> str | None:
-        for node in rust_ast.walk(rust_ast.parse(expanded).root_node):
-            if node.type == "mod_item" and rust_ast.text(node.child_by_field_name("name")) == name:
-                return rust_ast.text(node)
+        modules = [rust_ast.parse(expanded).root_node]
+        while modules:  # through modules only: a whole crate's function bodies are millions of nodes
+            for node in modules.pop().named_children:
+                if node.type != "mod_item" or (body := node.child_by_field_name("body")) is None:
+                    continue
+                if rust_ast.text(node.child_by_field_name("name")) == name:
+                    return rust_ast.text(node)
+                modules.append(body)
         return None
     return cut

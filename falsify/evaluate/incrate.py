@@ -14,6 +14,7 @@ that build instead of compiling these tests.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -194,6 +195,7 @@ def _attached_item(attribute: Node) -> Node | None:
     return node
 
 
+@functools.lru_cache(maxsize=4096)  # every sample of a crate rewrites the same files (tokio: 300, a second each time)
 def switch_off_cfg_test(text: str, *, modules_only: bool = False) -> tuple[str, int]:
     """`text` with the `test` predicate of every cfg/cfg_attr attribute made never-true, and how many changed.
 
