@@ -34,6 +34,10 @@ def _train(args: argparse.Namespace) -> int:
     print(f"experiment: {output}")
     best = f"best {_loss(metrics['best_val_loss'])} at step {metrics['best_step']}" if metrics["best_step"] else "no step improved on it"
     print(f"validation loss: step 0 {_loss(metrics['initial_val_loss'])} -> final {_loss(metrics['final_val_loss'])} ({best})")
+    if metrics.get("task") == "classify" and metrics.get("accuracy") is not None:
+        from trainer.classify import summary
+
+        print(f"classification at step {metrics['final_eval_step']}: {summary(metrics)}")
     if metrics.get("divergence"):
         print(f"warning: training loss diverging from step {metrics['divergence']['step']} (recorded in metrics.json)")
     if metrics["converged"] is None:

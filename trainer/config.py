@@ -25,6 +25,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 MODES = ("lora", "qlora", "full", "pretrain")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-where-native")
+TASKS = ("generate", "classify")
+CLASS_WEIGHTS = ("auto", "none")
+CLASSIFY_MODES = ("lora", "qlora", "full")
 
 
 @dataclass
@@ -55,7 +58,18 @@ class DataConfig:
 
 
 @dataclass
+class ClassifyConfig:
+    """training.task=classify: the classes and how they are weighted (trainer.classify)."""
+
+    labels: list[str] = field(default_factory=list)  # the class names, in order: class i is labels[i]
+    multi_label: bool = False  # false: one `label` per record (softmax); true: a `labels` list per record (one sigmoid per class)
+    class_weights: str = "auto"  # auto: inverse training-set frequency (multi-label: of each class's positives, as BCE pos_weight),
+    # normalised so that the count-weighted mean weight is 1; none: every class weighs 1
+
+
+@dataclass
 class TrainingConfig:
+    task: str = "generate"  # generate: causal LM on {input, output} pairs; classify: sequence classification (see `classify`)
     mode: str = "qlora"
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; None: epochs x steps per epoch
@@ -96,6 +110,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,6 +189,8 @@ def validate(config: Config, source: str = "<config>") -> None:
     def bad(key: str, expected: str, got: Any) -> TrainerError:
         return TrainerError(f"{source}: key '{key}' expects {expected}, got {got!r}")
 
+    if t.task not in TASKS:
+        raise bad("training.task", " | ".join(TASKS), t.task)
     if t.mode not in MODES:
         raise bad("training.mode", " | ".join(MODES), t.mode)
     if t.device not in DEVICES:
@@ -217,6 +234,34 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise TrainerError(f"{source}: model.init_arch/init_weights replace model.preset and model.path; set those to null")
     if m.init_arch is not None and t.mode != "pretrain":
         raise TrainerError(f"{source}: model.init_arch/init_weights (--init) need training.mode=pretrain, got {t.mode!r}")
+    validate_classify(config, source, bad)
+
+
+def validate_classify(config: Config, source: str, bad) -> None:
+    """`training.task` and the `classify` section agree; a classifier's settings make sense for one."""
+    t, c = config.training, config.classify
+    if c.class_weights not in CLASS_WEIGHTS:
+        raise bad("classify.class_weights", " | ".join(CLASS_WEIGHTS), c.class_weights)
+    if t.task != "classify":
+        if c != ClassifyConfig():
+            raise TrainerError(f"{source}: the classify section is set but training.task is {t.task!r}; "
+                               "set training.task=classify, or remove the classify section")
+        return
+    least = 1 if c.multi_label else 2
+    if len(c.labels) < least:
+        raise bad("classify.labels", f"a list of at least {least} class names{' (single-label)' if least == 2 else ''}", c.labels)
+    for name in c.labels:
+        if not name.strip():
+            raise bad("classify.labels", "non-empty class names", c.labels)
+    repeated = sorted({name for name in c.labels if c.labels.count(name) > 1})
+    if repeated:
+        raise bad("classify.labels", f"distinct class names ({', '.join(repeated)} repeated)", c.labels)
+    if t.mode not in CLASSIFY_MODES:
+        raise bad("training.mode", f"{' | '.join(CLASSIFY_MODES)} with training.task=classify", t.mode)
+    if config.data.packing:
+        raise bad("data.packing", "false with training.task=classify (one text is one example)", True)
+    if t.sample_steps:
+        raise bad("training.sample_steps", "0 with training.task=classify (a classifier generates no samples)", t.sample_steps)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -7,6 +7,7 @@ never learns to stop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,12 +224,14 @@ class BatchStream:
     epoch's permutation. Restoring it replays exactly the batches an uninterrupted run sees.
     """
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, rank: int = 0, world_size: int = 1,
+                 collate_fn: Callable | None = None):
         if not examples:
             raise TrainerError("no training examples left after encoding: none has a label token within data.max_seq_len "
                                "(raise it, or check data.train)")
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.rank, self.world_size = rank, world_size  # DDP: every rank walks the same order, takes its share
+        self.collate_fn = collate_fn  # None: this module's `collate` (looked up at each batch); classification passes its own
         self.epoch, self.cursor = 0, 0
         self._order = epoch_order(len(examples), seed, 0)
 
@@ -256,9 +259,22 @@ class BatchStream:
             per = self.batch_size // self.world_size
             mine = idx[self.rank * per : (self.rank + 1) * per]
             return collate([self.examples[i] for i in mine], self.pad_id) if mine else stand_in(self.examples[idx[0]], self.pad_id)
-        return collate([self.examples[i] for i in idx], self.pad_id)
+        return (self.collate_fn or collate)([self.examples[i] for i in idx], self.pad_id)
 
 
 def eval_batches(examples: list[Example], batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
     """Validation batches in file order (no shuffling: eval must be a pure function of the weights)."""
     return [collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
+
+
+@dataclass
+class TrainingData:
+    """The encoded data the loop reads: the shuffled training stream and the fixed validation batches."""
+
+    stream: BatchStream
+    val_batches: list[dict]
+    val_records: list[dict]  # the raw records: the live monitor samples from the first
+    train_examples: int  # rows, after packing
+    validation_examples: int
+    dropped: int  # train + validation examples with no label token within max_seq_len
+    class_weights: list[float] | None = None  # training.task=classify: the loss's per-class weights (trainer.classify)

@@ -3,6 +3,7 @@
     experiments/<name>/
       config.yaml  reproducibility.lock  training.log  metrics.sqlite  metrics.json
       base_model/  (presets: the random-init weights + trained tokenizer)
+      classifier_base/  (training.task=classify: the base's config as a classifier, links to its weights)
       checkpoints/step-N/  checkpoints/best/  evaluation/  evaluation-base/
       adapter-rejected.json  (only while the report's gates reject the adapter)
 """
@@ -82,6 +83,11 @@ class ExperimentPaths:
     @property
     def base_model(self) -> Path:
         return self.root / "base_model"
+
+    @property
+    def classifier_base(self) -> Path:
+        """training.task=classify: the base as a sequence classifier (trainer.models.classifier_base); checkpoints' adapters name it."""
+        return self.root / "classifier_base"
 
     @property
     def rejection(self) -> Path:

@@ -67,6 +67,8 @@ def load_experiment(experiment: Path, checkpoint: str = "best", device: str | No
     base_dir = Path(cfg.model.path) if cfg.model.path else paths.base_model
     if cfg.model.init_weights:
         raise TrainerError("generation from pretrain --init experiments is not supported yet: use mode lora/qlora/full")
+    if cfg.training.task != "generate":
+        raise TrainerError(f"{experiment} trained a classifier (training.task={cfg.training.task}); it generates no text")
     chosen = None if checkpoint == BASE else pick_checkpoint(paths, checkpoint)
     adapter_sha256 = None if chosen is None else sha256_of_dir(chosen)
     if chosen is not None:

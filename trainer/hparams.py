@@ -6,10 +6,14 @@ cannot train at all), which is an error. The trainer logs the findings at start.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from trainer.config import Config
+from trainer.errors import TrainerError
+
+log = logging.getLogger("trainer")
 
 RULES = {
     "C-HP-000": "learning rate > 0 and batch size >= 1 (anything else cannot train)",
@@ -58,7 +62,16 @@ def diagnose(cfg: Config, *, token_lengths: list[int] | None = None, class_count
             f"data.max_seq_len={cfg.data.max_seq_len}, 2 x p99 token length = {limit} (longer only pads)")
     add("C-HP-006", t.gradient_clipping is not None and t.gradient_clipping > 0,
         f"training.gradient_clipping={t.gradient_clipping}")
-    if class_counts:  # train() has none to pass: its records are generation pairs, not classes (a classification pipeline would)
+    if class_counts:  # training.task=classify passes its training-set counts; generation pairs have no classes
         ratio = max(class_counts.values()) / max(1, min(class_counts.values()))
         add("C-HP-008", ratio <= 5 or t.epochs >= 2, f"class imbalance {ratio:.1f}:1 with epochs={t.epochs}")
     return out
+
+
+def enforce(cfg: Config, token_lengths: list[int], world_size: int, class_counts: dict[str, int] | None = None) -> None:
+    """`diagnose` on the run's real data, as the trainer applies it at start: an error stops the run, a warning is logged."""
+    for finding in diagnose(cfg, token_lengths=token_lengths, class_counts=class_counts, world_size=world_size):
+        if finding.level == "error":
+            raise TrainerError(f"{finding.rule} ({RULES[finding.rule]}): {finding.message}")
+        if finding.level == "warn":
+            log.warning("hyperparameter rule %s (%s): %s", finding.rule, RULES[finding.rule], finding.message)

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedTokenizerBase, Qwen2Config
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+)
 
-from trainer.config import Config
+from trainer.config import ClassifyConfig, Config
 from trainer.errors import TrainerError
 
 log = logging.getLogger("trainer")
@@ -51,6 +61,10 @@ PRESETS: dict[str, dict] = {
 ENCODER_ONLY_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
                       "xlm-roberta", "mpnet", "modernbert", "camembert", "ernie", "nomic_bert"}
 VOCAB_SLACK = 1024  # embedding tables are padded (Qwen2.5: 151,665 tokens in 151,936 rows)
+# A classifier loaded from a causal LM's weights: its head is new (initialised from the run's seed) and an untied LM head
+# is left behind. Exactly these tensors may be missing / unexpected; any other is an error as for the LM.
+CLASSIFIER_NEW_KEYS = {"score.weight"}
+CLASSIFIER_DROPPED_KEYS = {"lm_head.weight"}
 
 
 def preset_config(name: str, vocab_size: int | None = None, **overrides) -> PretrainedConfig:
@@ -153,19 +167,28 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 # -------------------------------------------------------------------- weights loading
 
 
-def load_pretrained(path: str | Path, *, config: PretrainedConfig | None = None, **kwargs) -> torch.nn.Module:
-    """`from_pretrained` of a local directory; any missing/unexpected/mismatched tensor is an error."""
+def load_pretrained(path: str | Path, *, config: PretrainedConfig | None = None, classifier: bool = False,
+                    **kwargs) -> torch.nn.Module:
+    """`from_pretrained` of a local directory; any missing/unexpected/mismatched tensor is an error.
+
+    `classifier`: AutoModelForSequenceClassification (a directory from `classifier_base`), whose
+    head `score` may be the one missing tensor (CLASSIFIER_NEW_KEYS) and an untied `lm_head`
+    the one unexpected tensor (CLASSIFIER_DROPPED_KEYS).
+    """
     path = Path(path)
     if not path.is_dir():
         raise TrainerError(f"model directory not found: {path}")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise TrainerError(f"no weights (*.safetensors or *.bin) in {path}; refusing to fall back to random init")
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        model, info = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_pretrained(
             path, config=config, local_files_only=True, output_loading_info=True, **kwargs
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise TrainerError(f"cannot load model weights from {path}: {exc}") from None
+    if classifier:
+        info = {**info, "missing_keys": set(info.get("missing_keys") or ()) - CLASSIFIER_NEW_KEYS,
+                "unexpected_keys": set(info.get("unexpected_keys") or ()) - CLASSIFIER_DROPPED_KEYS}
     problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems or info.get("error_msgs"):
         detail = "; ".join(f"{k}: {', '.join(map(str, v[:5]))}{' ...' if len(v) > 5 else ''}" for k, v in problems.items())
@@ -199,7 +222,9 @@ def disable_cpu_bf16_inference_kernel(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def apply_lora(model: torch.nn.Module, lora) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, lora, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
+    """LoRA adapters on `lora.target_modules`. task_type SEQ_CLS (a classifier): peft also trains and saves the head
+    (`score` joins modules_to_save), and that is checked, because a head left out would reload at random init."""
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -208,9 +233,13 @@ def apply_lora(model: torch.nn.Module, lora) -> torch.nn.Module:
         raise TrainerError(f"lora.target_modules: {missing} not found in the model (it has e.g. {sorted(present)[:12]})")
     peft_config = LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM",
+        target_modules=list(lora.target_modules), bias="none", task_type=task_type,
     )
-    return get_peft_model(model, peft_config)
+    model = get_peft_model(model, peft_config)
+    if task_type == "SEQ_CLS" and not any(p.requires_grad and "modules_to_save" in n for n, p in model.named_parameters()):
+        raise TrainerError(f"LoRA for classification: peft found no classification head among {peft_config.modules_to_save} "
+                           "to train and save with the adapter")
+    return model
 
 
 # --------------------------------------------------------------- the base model source
@@ -262,9 +291,12 @@ def prepare_base(cfg: Config, train_records: list[dict], saved: Path) -> BaseMod
     if (saved / "config.json").is_file():
         tokenizer = load_tokenizer(saved)
     else:
-        from trainer.tokenizer import train_tokenizer
+        from trainer.tokenizer import train_tokenizer, train_tokenizer_on
 
-        tokenizer = train_tokenizer(train_records, m.tokenizer_vocab_size or spec["bpe_vocab"], spec["vocab"])
+        if cfg.training.task == "classify":  # labelled texts (trainer.classify): the tokenizer learns the texts themselves
+            tokenizer = train_tokenizer_on([r["text"] for r in train_records], m.tokenizer_vocab_size or spec["bpe_vocab"], spec["vocab"])
+        else:
+            tokenizer = train_tokenizer(train_records, m.tokenizer_vocab_size or spec["bpe_vocab"], spec["vocab"])
         config = preset_config(m.preset, vocab_size=len(tokenizer))
         config.eos_token_id = tokenizer.eos_token_id
         config.pad_token_id = tokenizer.pad_token_id
@@ -281,8 +313,51 @@ def prepare_base(cfg: Config, train_records: list[dict], saved: Path) -> BaseMod
     return BaseModel(saved, tokenizer, True, desc)
 
 
+def classifier_base(base: BaseModel, classes: ClassifyConfig, out: Path) -> BaseModel:
+    """The base as the source of a sequence classifier: `out` holds the base's config with the classification fields
+    (num_labels, id2label / label2id, problem_type, pad_token_id), the tokenizer, and links to the base's weight files.
+
+    Loading `out` with AutoModelForSequenceClassification builds the classifier; so does peft's
+    AutoPeftModelForSequenceClassification from a checkpoint, whose adapter_config.json names
+    `out` as its base. pad_token_id is what the head pools by (the last token that is not it),
+    so a tokenizer without a pad token is an error. The links are relative: a moved experiment
+    keeps its own base_model/.
+    """
+    tokenizer = base.tokenizer
+    if tokenizer.pad_token_id is None:
+        raise TrainerError(f"training.task=classify: the tokenizer of {base.path} has no pad token; the classifier pools at the "
+                           "last non-pad token, so it needs one")
+    source = Path(base.path).resolve()
+    weights = sorted(p for p in source.iterdir() if p.name.endswith((".safetensors", ".bin", ".index.json")))
+    if not weights:
+        raise TrainerError(f"no weights (*.safetensors or *.bin) in {source}; refusing to fall back to random init")
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    config.num_labels = len(classes.labels)
+    config.id2label = dict(enumerate(classes.labels))
+    config.label2id = {name: i for i, name in enumerate(classes.labels)}
+    config.problem_type = "multi_label_classification" if classes.multi_label else "single_label_classification"
+    config.pad_token_id = tokenizer.pad_token_id
+    config.architectures = [a.replace("ForCausalLM", "ForSequenceClassification") for a in config.architectures or []]
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for file in weights:
+        os.symlink(os.path.relpath(file, out.resolve()), tmp / file.name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    kind = "multi-label" if classes.multi_label else "single-label"
+    return BaseModel(out, tokenizer, base.random_init, f"{base.description}; {kind} classifier over {len(classes.labels)} labels "
+                     "(new head `score`)")
+
+
 def load_base_weights(cfg: Config, base: BaseModel, device: torch.device) -> torch.nn.Module:
-    """The base weights as `training.mode` trains them, on `device`: NF4 (qlora), bf16 (lora on CUDA), else fp32."""
+    """The base weights as `training.mode` trains them, on `device`: NF4 (qlora), bf16 (lora on CUDA), else fp32.
+
+    training.task=classify: the sequence classifier of `base` (a `classifier_base` directory)."""
     mode = cfg.training.mode
     kwargs: dict = {"dtype": torch.float32}
     if mode == "qlora":
@@ -290,7 +365,7 @@ def load_base_weights(cfg: Config, base: BaseModel, device: torch.device) -> tor
         kwargs = {"quantization_config": quantization_config(device), "device_map": device_map}
     elif device.type == "cuda" and mode == "lora":
         kwargs = {"dtype": torch.bfloat16}  # frozen base in bf16; adapters stay fp32 (peft upcasts them)
-    model = load_pretrained(base.path, config=base.config, **kwargs)
+    model = load_pretrained(base.path, config=base.config, classifier=cfg.training.task == "classify", **kwargs)
     if mode == "qlora" and device.type == "cpu":
         disable_cpu_bf16_inference_kernel(model)
     if mode != "qlora":
@@ -302,5 +377,7 @@ def load_for_training(cfg: Config, base: BaseModel, device: torch.device) -> tor
     """Load the base weights for the chosen mode and wrap them (LoRA / QLoRA) as needed."""
     model = load_base_weights(cfg, base, device)
     if cfg.training.mode in ("lora", "qlora"):
+        if cfg.training.task == "classify":
+            return apply_lora(model, cfg.lora, task_type="SEQ_CLS")
         return apply_lora(model, cfg.lora)
     return model.requires_grad_(True)

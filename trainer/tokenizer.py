@@ -72,7 +72,11 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
 
 def train_tokenizer(records: list[dict], bpe_vocab_size: int, model_vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     """Train (or fetch from the cache) a byte-level BPE tokenizer for these records."""
-    texts = corpus_texts(records)
+    return train_tokenizer_on(corpus_texts(records), bpe_vocab_size, model_vocab_size)
+
+
+def train_tokenizer_on(texts: list[str], bpe_vocab_size: int, model_vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """Train (or fetch from the cache) a byte-level BPE tokenizer on exactly these texts (classification: the texts)."""
     digest = hashlib.sha256()
     for part in (str(TOKENIZER_FORMAT), str(bpe_vocab_size), str(model_vocab_size), *texts):
         digest.update(part.encode("utf-8"))

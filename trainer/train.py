@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -24,17 +25,17 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from trainer import checkpoint as ckpt
-from trainer import distributed, hardware
+from trainer import classify, distributed, hardware
 from trainer.checkpoint import TrainingState
 from trainer.config import Config, TrainingConfig
-from trainer.data import IGNORE, BatchStream, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
+from trainer.data import IGNORE, BatchStream, TrainingData, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
 from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, resolve_config, setup_logging, write_lock
 from trainer.files import write_json_atomic
 from trainer.generate import sample_for_monitor
 from trainer.guards import DivergenceStop, DivergenceWatch
-from trainer.hparams import RULES, diagnose
-from trainer.models import BaseModel, load_for_training, prepare_base
+from trainer.hparams import enforce
+from trainer.models import BaseModel, classifier_base, load_for_training, prepare_base
 from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
 from trainer.runtime import (
@@ -144,10 +145,17 @@ def chunked_head_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torc
 
 
 def forward_loss_sum(model, batch: dict, device: torch.device) -> torch.Tensor:
-    """`model` is a causal LM, a LabelLoss, or DDP around a LabelLoss (the training forward under torchrun)."""
-    loss_module = model if isinstance(model, (LabelLoss, torch.nn.parallel.DistributedDataParallel)) else LabelLoss(model)
+    """`model` is a causal LM, a LabelLoss or ClassifyLoss, or DDP around one (the training forward under torchrun)."""
+    wrapped = isinstance(model, (LabelLoss, classify.ClassifyLoss, torch.nn.parallel.DistributedDataParallel))
+    loss_module = model if wrapped else LabelLoss(model)
+    targets = batch["targets"] if "targets" in batch else batch["labels"]  # a classification batch (trainer.classify), or tokens
     with autocast(device):
-        return loss_module(labels=batch["labels"].to(device), **model_inputs(batch, device))
+        return loss_module(targets.to(device), **model_inputs(batch, device))
+
+
+def count_targets(batch: dict) -> int:
+    """What a batch's summed loss is divided by: its label tokens, or a classification batch's targets (trainer.classify)."""
+    return batch["targets"].numel() if "targets" in batch else count_label_tokens(batch)
 
 
 @torch.no_grad()
@@ -158,7 +166,7 @@ def evaluate(model, batches: list[dict], device: torch.device) -> float:
     total, count = 0.0, 0
     for batch in batches:
         total += forward_loss_sum(model, batch, device).item()
-        count += count_label_tokens(batch)
+        count += count_targets(batch)
     model.train(was_training)
     if count == 0:
         raise TrainerError("validation set has no label tokens")
@@ -174,7 +182,7 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], device: t
     produce the same gradient. DDP averages gradients over ranks, hence the x world_size.
     """
     world = dist.world_size if dist is not None else 1
-    n_labels = distributed.reduce_sum(sum(count_label_tokens(b) for b in micro_batches), dist)
+    n_labels = distributed.reduce_sum(sum(count_targets(b) for b in micro_batches), dist)
     if n_labels == 0:
         raise TrainerError(f"step {step}: every label in the batch is masked (no assistant tokens after truncation)")
     window_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -219,18 +227,6 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
 
 
 @dataclass
-class TrainingData:
-    """The encoded data the loop reads: the shuffled training stream and the fixed validation batches."""
-
-    stream: BatchStream
-    val_batches: list[dict]
-    val_records: list[dict]  # the raw records: the live monitor samples from the first
-    train_examples: int  # rows, after packing
-    validation_examples: int
-    dropped: int  # train + validation examples with no label token within max_seq_len
-
-
-@dataclass
 class TrainingRun:
     """Everything `setup` built for one run: what the loop and `finish` read."""
 
@@ -241,7 +237,7 @@ class TrainingRun:
     device_warning: str | None
     base: BaseModel
     model: torch.nn.Module  # the (peft) model: evaluation, checkpoints, samples
-    ddp_model: torch.nn.Module | None  # LabelLoss(model), in DDP under torchrun: the training forward
+    ddp_model: torch.nn.Module | None  # LabelLoss(model) or ClassifyLoss(model), in DDP under torchrun: the training forward
     data: TrainingData
     total_steps: int
     optimizer: torch.optim.Optimizer
@@ -258,6 +254,8 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
     cfg = resolve_config(paths, given, resume=resume)
     t = cfg.training
     distributed.check_batch_size(t.batch_size, env.world_size)  # before anything is written
+    if t.task == "classify" and env.world_size > 1:
+        raise TrainerError(f"training.task=classify runs in one process for now; torchrun started {env.world_size}")
     if env.is_main:
         prepare_directory(paths, cfg, resume=resume, overwrite=overwrite)
         setup_logging(paths.log)
@@ -272,15 +270,17 @@ def setup(given: Config | None, output: Path, *, resume: bool, overwrite: bool) 
         log.warning("training.precision bf16-where-native: this CPU has none of %s, so the forward computes in fp32",
                     "/".join(CPU_BF16_FLAGS))
 
-    train_records = load_jsonl(cfg.data.train, cfg.data.max_train_samples)
-    val_records = load_jsonl(cfg.data.validation, cfg.data.max_validation_samples)
+    # generation pairs (trainer.data) or labelled texts (trainer.classify)
+    d, read = cfg.data, load_jsonl if t.task == "generate" else functools.partial(classify.load_records, classes=cfg.classify)
+    train_records, val_records = read(d.train, d.max_train_samples), read(d.validation, d.max_validation_samples)
     base, model = load_model(cfg, paths, env, train_records, device)
     data = build_data(cfg, base.tokenizer, train_records, val_records, env)
     steps_per_epoch = -(-data.stream.batches_per_epoch // t.gradient_accumulation_steps)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     optimizer, scheduler = build_optimizer(model, t, total_steps)
     store = MetricStore(paths.store if env.is_main else ":memory:")  # only rank 0 writes the directory
-    ddp_model = distributed.wrap(LabelLoss(model), env, device)  # the training forward; everything else uses `model`
+    forward = classify.ClassifyLoss(model, data.class_weights, cfg.classify.multi_label) if t.task == "classify" else LabelLoss(model)
+    ddp_model = distributed.wrap(forward, env, device)  # the training forward; everything else uses `model`
     run = TrainingRun(cfg, paths, env, device, device_warning, base, model, ddp_model, data, total_steps, optimizer, scheduler, store,
                       DivergenceWatch(t.divergence_factor, t.divergence_window), compute_dtype(device))
 
@@ -303,6 +303,8 @@ def load_model(cfg: Config, paths: ExperimentPaths, env: distributed.DistInfo, t
     if not env.is_main:
         distributed.barrier(env)  # wait for rank 0 to build and save the base model (presets)
     base = prepare_base(cfg, train_records, paths.base_model)
+    if cfg.training.task == "classify":  # the base's config with the classification fields (one process only: see setup)
+        base = classifier_base(base, cfg.classify, paths.classifier_base)
     if env.is_main:
         distributed.barrier(env)
     model = load_for_training(cfg, base, device)
@@ -314,6 +316,8 @@ def load_model(cfg: Config, paths: ExperimentPaths, env: distributed.DistInfo, t
 
 def build_data(cfg: Config, tokenizer, train_records: list[dict], val_records: list[dict], env: distributed.DistInfo) -> TrainingData:
     """Encode (assistant-only labels), pack if asked, check the hyperparameter rules on the real lengths, batch."""
+    if cfg.training.task == "classify":  # labelled texts: trainer.classify encodes, weighs and batches them
+        return classify.build_data(cfg, tokenizer, train_records, val_records, env.world_size)
     t, d = cfg.training, cfg.data
     pretrain = t.mode == "pretrain"
     train_examples, dropped = build_examples(tokenizer, train_records, d.max_seq_len, pretrain, d.packing)
@@ -325,11 +329,7 @@ def build_data(cfg: Config, tokenizer, train_records: list[dict], val_records: l
         n_examples = len(train_examples)
         train_examples = pack_examples(train_examples, d.max_seq_len)
         log.info("packing: %d examples into %d rows of at most %d tokens", n_examples, len(train_examples), d.max_seq_len)
-    for finding in diagnose(cfg, token_lengths=[len(e.input_ids) for e in train_examples], world_size=env.world_size):
-        if finding.level == "error":
-            raise TrainerError(f"{finding.rule} ({RULES[finding.rule]}): {finding.message}")
-        if finding.level == "warn":
-            log.warning("hyperparameter rule %s (%s): %s", finding.rule, RULES[finding.rule], finding.message)
+    enforce(cfg, [len(e.input_ids) for e in train_examples], env.world_size)
     stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id, env.rank, env.world_size)
     return TrainingData(stream, eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id), val_records,
                         len(train_examples), len(val_examples), dropped + val_dropped)
@@ -409,11 +409,17 @@ def train(cfg: Config | None, output: Path, *, resume: bool = False, overwrite: 
 
 def validation_loss(run: TrainingRun) -> float:
     """Evaluate at the current step; a non-finite loss stops the run (exit 3) before it is logged or checkpointed."""
-    val = evaluate(run.model, run.data.val_batches, run.device)
+    if run.cfg.training.task == "classify":  # and the classifier's metrics (trainer.classify.classification_metrics)
+        val, scores = classify.evaluate(run.model, run.data, run.device, run.cfg.classify)
+    else:
+        val, scores = evaluate(run.model, run.data.val_batches, run.device), None
     if not math.isfinite(val):
         raise AndonStop(run.state.step, "validation loss", val)
     run.store.log_eval(run.state.step, val)
     log.info("step %d: validation loss %.4f", run.state.step, val)
+    if scores is not None:
+        run.store.log_eval_metrics(run.state.step, scores)
+        log.info("step %d: %s", run.state.step, classify.summary(scores))
     return val
 
 
@@ -437,7 +443,7 @@ def report_step(run: TrainingRun, loss: float, grad_norm: float, tokens: int, se
         log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s", step, run.total_steps, loss, lr, grad_norm, tokens / seconds)
     if store.hardware_due() or step == run.total_steps:
         store.log_hardware(**hardware.snapshot())
-    if run.env.is_main and store.sample_due(step, t.sample_steps, t.eval_steps):
+    if run.env.is_main and t.task == "generate" and store.sample_due(step, t.sample_steps, t.eval_steps):  # classifiers generate nothing
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):  # a peek leaves training's RNG alone
             store.log_sample(step, *sample_for_monitor(run.model.eval(), run.base.tokenizer, run.data.val_records[0], run.device))
 
@@ -481,6 +487,8 @@ def finish(run: TrainingRun, status: str, stop_reason: str | None, step_rates: l
         "final_checkpoint": str(final_checkpoint) if final_checkpoint else None,
         "best_checkpoint": str(paths.best) if paths.best.is_dir() else None,
     }
+    if t.task == "classify":  # the last evaluation's metrics, as final_val_loss is the last validation loss
+        metrics.update(classify.final_metrics(run.cfg.classify, run.data.class_weights, store.eval_metrics()))
     if run.env.is_main:
         write_json_atomic(paths.metrics, metrics)
         write_lock(paths, run.cfg, str(run.device), final_checkpoint)

@@ -50,6 +50,7 @@ class RunHistory:
     evals: list[tuple[int, float]] = field(default_factory=list)
     sample: dict[str, Any] | None = None
     hardware: dict[str, Any] | None = None
+    eval_metrics: dict[str, Any] | None = None  # a classifier's latest evaluation metrics (with its "step")
     waiting: str | None = None  # why there is nothing to show yet
 
     @property
@@ -100,7 +101,7 @@ class RunSource:
         if snap.last_step < h.last_step:  # a resume truncated rows we had: read them again
             h.steps = []
             snap = self.reader.read(after_step=0)
-        h.meta, h.evals, h.sample, h.hardware = snap.meta, snap.evals, snap.sample, snap.hardware
+        h.meta, h.evals, h.sample, h.hardware, h.eval_metrics = snap.meta, snap.evals, snap.sample, snap.hardware, snap.eval_metrics
         h.steps.extend(snap.steps)
         h.waiting = None if "status" in h.meta else "the trainer has created the store but not started the run yet"
         return h
@@ -188,6 +189,9 @@ def summarize(h: RunHistory, experiment: Path, stale_after: float, now: float | 
         best_val_loss=best[1] if best else None, best_val_step=best[0] if best else None,
         evals=[list(e) for e in h.evals], sample=h.sample, hardware=h.hardware,
     )
+    if h.eval_metrics is not None:  # a classifier's run: its latest accuracy and macro-F1
+        state.update(accuracy=h.eval_metrics.get("accuracy"), macro_f1=h.eval_metrics.get("macro_f1"),
+                     metrics_step=h.eval_metrics.get("step"))
     return state
 
 

@@ -32,7 +32,11 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS hardware (
     ts REAL PRIMARY KEY, cpu_percent REAL, ram_used_mb REAL, ram_total_mb REAL,
     gpu_util REAL, vram_used_mb REAL, vram_total_mb REAL, gpu_temp_c REAL);
+CREATE TABLE IF NOT EXISTS eval_metrics (step INTEGER PRIMARY KEY, metrics TEXT NOT NULL, ts REAL);
 """
+# eval_metrics (a classifier's accuracy, F1, ... as JSON per evaluation) came after version 1 without a bump: it is an
+# added table, so older readers ignore it, this reader treats a store without it as having none, and the writer adds it.
+_EVAL_METRICS_SQL = "SELECT step, metrics FROM eval_metrics ORDER BY step"
 # The run's curves, read by the trainer at the end of a run and by the readers after it.
 _LOSS_CURVE_SQL = "SELECT step, loss FROM steps ORDER BY step"
 _EVAL_CURVE_SQL = "SELECT step, val_loss FROM evals ORDER BY step"
@@ -50,8 +54,9 @@ class MetricStore:
         if version > SCHEMA_VERSION:
             raise TrainerError(f"{self.path}: metric store schema version {version} is newer than this trainer "
                                f"writes ({SCHEMA_VERSION}); use a newer trainer or a fresh experiment directory")
-        if version < SCHEMA_VERSION:  # tables and version in one transaction: readers see all or nothing
-            self.db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # Tables and version in one transaction: readers see all or nothing. Run on every open (IF NOT EXISTS): a store
+        # written before eval_metrics existed gets it when a run resumes there.
+        self.db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         # host (with the pid the trainer records) lets a monitor on this machine tell "trainer died" from "trainer is slow"
         self.set_meta(schema_version=SCHEMA_VERSION, host=socket.gethostname())
 
@@ -106,6 +111,10 @@ class MetricStore:
     def log_eval(self, step: int, val_loss: float) -> None:
         self._write("INSERT OR REPLACE INTO evals VALUES (?,?,?)", (step, val_loss, time.time()))
 
+    def log_eval_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        """An evaluation's metrics beyond the loss (a classifier's: trainer.classify.classification_metrics), as JSON."""
+        self._write("INSERT OR REPLACE INTO eval_metrics VALUES (?,?,?)", (step, json.dumps(metrics), time.time()))
+
     def log_sample(self, step: int, input_text: str, target: str, generated: str) -> None:
         self._write("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)", (step, input_text, target, generated, time.time()))
 
@@ -116,7 +125,7 @@ class MetricStore:
     def truncate_after(self, step: int) -> None:
         """On resume: rows past the checkpoint are replayed, so drop them first."""
         with self.db:
-            for table in ("steps", "evals", "samples"):
+            for table in ("steps", "evals", "samples", "eval_metrics"):
                 self.db.execute(f"DELETE FROM {table} WHERE step > ?", (step,))
 
     def loss_curve(self) -> list[tuple[int, float]]:
@@ -124,6 +133,9 @@ class MetricStore:
 
     def eval_curve(self) -> list[tuple[int, float]]:
         return self.db.execute(_EVAL_CURVE_SQL).fetchall()
+
+    def eval_metrics(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(step, json.loads(text)) for step, text in self.db.execute(_EVAL_METRICS_SQL)]
 
     def close(self) -> None:
         self.db.close()
@@ -147,6 +159,7 @@ class StoreSnapshot:
     evals: list[tuple[int, float]] = field(default_factory=list)
     sample: dict[str, Any] | None = None
     hardware: dict[str, Any] | None = None
+    eval_metrics: dict[str, Any] | None = None  # the latest evaluation's metrics beyond the loss, with its "step"; None: none
 
 
 class StoreReader:
@@ -220,6 +233,9 @@ class StoreReader:
                 snap.sample = dict(zip(("step", "input", "target", "generated", "ts"), row)) if row else None
                 row = self.db.execute(f"SELECT {', '.join(HARDWARE_COLUMNS)} FROM hardware ORDER BY ts DESC LIMIT 1").fetchone()
                 snap.hardware = dict(zip(HARDWARE_COLUMNS, row)) if row else None
+                row = None
+                if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='eval_metrics'").fetchone():
+                    row = self.db.execute("SELECT step, metrics FROM eval_metrics ORDER BY step DESC LIMIT 1").fetchone()
             finally:
                 self.db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -229,6 +245,11 @@ class StoreReader:
                 snap.meta[key] = json.loads(value)
             except (TypeError, json.JSONDecodeError):
                 raise StoreError(f"{self.path}: corrupt metric store (meta value for {key!r} is not JSON)") from None
+        if row is not None:
+            try:
+                snap.eval_metrics = {"step": row[0], **json.loads(row[1])}
+            except (TypeError, json.JSONDecodeError):
+                raise StoreError(f"{self.path}: corrupt metric store (eval_metrics of step {row[0]} is not JSON)") from None
         return snap
 
     def curves(self) -> RunCurves:

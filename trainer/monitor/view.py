@@ -121,6 +121,8 @@ def header(state: dict[str, Any], refresh: float | None) -> Panel:
                  overflow="ellipsis", no_wrap=True)
     val = (f"val {state['val_loss']:.4f} (step {state['val_step']}; best {state['best_val_loss']:.4f} at {state['best_val_step']})"
            if state.get("val_loss") is not None else "val -")
+    if "accuracy" in state:  # a classifier's run
+        val += f"   acc {number(state['accuracy'], '.3f')} macro-F1 {number(state.get('macro_f1'), '.3f')}"
     line3 = Text(f"loss {number(state.get('train_loss'), '.4f')}   {val}   "
                  f"{number(state.get('tokens_per_s'), ',.0f')} tok/s (last {state.get('rolling_steps', 0)} steps)"
                  f"   ETA {duration(state.get('eta_s'))}", overflow="ellipsis", no_wrap=True)
