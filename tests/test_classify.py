@@ -334,7 +334,8 @@ def test_final_checkpoint_reloads_with_autopeft_and_reproduces_the_recorded_metr
     model = AutoPeftModelForSequenceClassification.from_pretrained(metrics["final_checkpoint"]).eval()
     tok = load_tokenizer(exp / "classifier_base")
     records = classify.load_records(data["validation"], classes=cfg.classify)
-    batches = classify.eval_batches(classify.encode(tok, records, cfg.data.max_seq_len, 4, False, "v"), 8, tok.pad_token_id)
+    examples = classify.encode(tok, records, cfg.data.max_seq_len, 4, False, "v")
+    batches = classify.eval_batches(examples, 8, tok.pad_token_id, classify.collate)
     loss = classify.ClassifyLoss(model, metrics["class_weights"], False)
     val, scores = classify.evaluate_batches(loss, batches, torch.device("cpu"), LABELS)
     assert val == pytest.approx(metrics["final_val_loss"], rel=1e-5)
@@ -447,7 +448,8 @@ def test_a_classifier_on_the_real_prepared_base_trains_and_reloads(tmp_path):
     model = AutoPeftModelForSequenceClassification.from_pretrained(metrics["final_checkpoint"]).eval()
     tok = load_tokenizer(tmp_path / "exp" / "classifier_base")
     records = classify.load_records(data["validation"], 8, classes=cfg.classify)
-    batches = classify.eval_batches(classify.encode(tok, records, cfg.data.max_seq_len, 4, False, "v"), 8, tok.pad_token_id)
+    examples = classify.encode(tok, records, cfg.data.max_seq_len, 4, False, "v")
+    batches = classify.eval_batches(examples, 8, tok.pad_token_id, classify.collate)
     val, scores = classify.evaluate_batches(classify.ClassifyLoss(model, metrics["class_weights"], False), batches,
                                             torch.device("cpu"), LABELS)
     assert val == pytest.approx(metrics["final_val_loss"], rel=1e-5) and scores["accuracy"] == metrics["accuracy"]

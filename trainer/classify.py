@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.config import ClassifyConfig, Config
-from trainer.data import BatchStream, TrainingData
+from trainer.data import BatchStream, TrainingData, eval_batches
 from trainer.errors import TrainerError
 from trainer.files import iter_jsonl
 from trainer.hparams import enforce
@@ -143,7 +143,7 @@ def build_data(cfg: Config, tokenizer, train_records: list[dict], val_records: l
              "none" if weights is None else ", ".join(f"{k} {w:.3f}" for k, w in zip(c.labels, weights)))
     enforce(cfg, [len(e.input_ids) for e in train_examples], world_size, counts)
     stream = BatchStream(train_examples, t.batch_size, t.seed, tokenizer.pad_token_id, collate_fn=collate)
-    return TrainingData(stream, eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id), val_records,
+    return TrainingData(stream, eval_batches(val_examples, t.batch_size, tokenizer.pad_token_id, collate), val_records,
                         len(train_examples), len(val_examples), 0, weights)
 
 
@@ -159,10 +159,6 @@ def collate(examples: list[ClassExample], pad_id: int) -> dict[str, torch.Tensor
     targets = torch.tensor([ex.target for ex in examples], dtype=torch.float32 if multi else torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets}
 
-
-def eval_batches(examples: list[ClassExample], batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    """Validation batches in file order."""
-    return [collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
 
 
 # ------------------------------------------------------------------------------- loss

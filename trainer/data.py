@@ -255,16 +255,18 @@ class BatchStream:
             self._order = epoch_order(len(self.examples), self.seed, self.epoch)
         idx = self._order[self.cursor : self.cursor + self.batch_size]
         self.cursor += len(idx)
+        batch = self.collate_fn or collate  # looked up now: a patched `collate` (the planted defects) takes effect
         if self.world_size > 1:
             per = self.batch_size // self.world_size
             mine = idx[self.rank * per : (self.rank + 1) * per]
-            return collate([self.examples[i] for i in mine], self.pad_id) if mine else stand_in(self.examples[idx[0]], self.pad_id)
-        return (self.collate_fn or collate)([self.examples[i] for i in idx], self.pad_id)
+            return batch([self.examples[i] for i in mine], self.pad_id) if mine else stand_in(self.examples[idx[0]], self.pad_id)
+        return batch([self.examples[i] for i in idx], self.pad_id)
 
 
-def eval_batches(examples: list[Example], batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    """Validation batches in file order (no shuffling: eval must be a pure function of the weights)."""
-    return [collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
+def eval_batches(examples: list, batch_size: int, pad_id: int, collate_fn: Callable | None = None) -> list[dict[str, torch.Tensor]]:
+    """Validation batches in file order (no shuffling: eval must be a pure function of the weights); `collate_fn` as in BatchStream."""
+    batch = collate_fn or collate
+    return [batch(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
 
 
 @dataclass

@@ -306,17 +306,11 @@ def _assembled(parts: list[_FilePart]) -> str:
     in another), a flat module would keep only one, and the other file's tests would not
     compile; so each file that disagrees with those before it gets a module of its own
     (`mod from_<file> { use super::*; ... }`), where its own bindings shadow the glob. A file
-    that is itself under a `#![cfg(...)]` always gets its own module, under that cfg."""
-    bound: dict[str, str] = {}
-    for part in parts:
-        if part.cfg or _conflicts(bound, part.bindings()):
-            break
-        bound |= {k: v for k, v in part.bindings().items() if k not in bound}
-    else:
-        return _merged(parts)
+    that is itself under a `#![cfg(...)]` always gets its own module, under that cfg. (`_merged`
+    orders by where each piece came in, so the flat case is the tests in their order.)"""
     top: list[_FilePart] = []
     nested: list[_FilePart] = []
-    bound = {}
+    bound: dict[str, str] = {}
     for part in sorted(parts, key=lambda p: not p.at_own_items):  # stable: the function's own tests first
         if part.at_own_items or not (part.cfg or _conflicts(bound, part.bindings())):
             top.append(part)
