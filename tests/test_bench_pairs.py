@@ -64,3 +64,24 @@ def test_max_relative_difference_of_two_curves():
 
     assert max_relative_difference([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)
     assert max_relative_difference([1.0], [1.0, 2.0]) == float("inf") and max_relative_difference([], []) == float("inf")
+
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora"])
+def test_flop_counts_see_each_weight_once_whatever_wraps_it(mode, tmp_path):
+    """LoRA and QLoRA of one base hold the same matmuls: peft's wrapper of a 4-bit layer is not one more."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from falsify.bench.trl_worker import flop_counts
+    from trainer.config import LoraConfig
+    from trainer.models import apply_lora, quantization_config
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, tie_word_embeddings=False)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    kwargs = {"quantization_config": quantization_config(torch.device("cpu"))} if mode == "qlora" else {}
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs), LoraConfig(rank=4, alpha=8.0, dropout=0.0))
+    attention = 2 * 32 * 32 + 2 * 32 * 16  # q, o; k, v with 2 KV heads of 8
+    mlp = 3 * 32 * 64  # gate, up, down
+    assert flop_counts(model, 8.0)["n_frozen_matmul"] == 2 * (attention + mlp) + 32 * 64  # + the LM head

@@ -82,11 +82,15 @@ def stream_for(spec: dict, tokenizer):
 
 
 def flop_counts(model, seq: float) -> dict:
-    """Matmul weights on the gradient path (frozen and LoRA) and attention FLOPs per token (see module doc)."""
+    """Matmul weights on the gradient path (frozen and LoRA) and attention FLOPs per token (see module doc).
+
+    Only torch Linear layers count (bitsandbytes' Linear4bit is one). peft's LoRA wrapper of a 4-bit layer is
+    also named `Linear4bit` and has in/out features, but it is not a matmul of its own: counting it as one
+    counted every quantized weight twice (the QLoRA rows' MFU above 100%)."""
     config = model.config
     frozen = lora = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit":
+        if isinstance(module, torch.nn.Linear):
             n = module.in_features * module.out_features
             if "lora_" in name:
                 lora += n
