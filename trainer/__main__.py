@@ -1,4 +1,4 @@
-"""`python -m trainer {train, generate, model, corpus build, monitor}`: the trainer's command surface.
+"""`python -m trainer {train, generate, model, corpus build|critic, critic score, monitor}`: the trainer's command surface.
 
 User errors (TrainerError) print one line and exit non-zero; only bugs give tracebacks.
 """
@@ -84,9 +84,19 @@ def _model(args: argparse.Namespace) -> int:
 
 
 def _corpus(argv: list[str]) -> int:
+    if argv[:1] == ["critic"]:
+        from trainer.corpus import critic
+
+        return critic.main(argv[1:])
     from trainer.corpus import build as corpus
 
     return corpus.main(argv)
+
+
+def _critic(argv: list[str]) -> int:
+    from trainer import critic
+
+    return critic.main(argv)
 
 
 def _monitor(argv: list[str]) -> int:
@@ -127,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="a known model (default smollm2-135m-instruct)")
     p.set_defaults(func=_model)
 
-    sub.add_parser("corpus", help="corpus build --source DIR --out DIR", add_help=False)
+    sub.add_parser("corpus", help="corpus build --source DIR --out DIR | corpus critic --corpus DIR --out DIR", add_help=False)
+    sub.add_parser("critic", help="critic score --experiment DIR --samples IN.jsonl --out OUT.jsonl [--metrics FILE]", add_help=False)
     sub.add_parser("monitor", help="monitor --experiment DIR [--once] [--json]", add_help=False)
     return parser
 
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["corpus"]:
             return _corpus(argv[1:])
+        if argv[:1] == ["critic"]:
+            return _critic(argv[1:])
         if argv[:1] == ["monitor"]:
             return _monitor(argv[1:])
         args = build_parser().parse_args(argv)
