@@ -408,6 +408,44 @@ def synchronize_every_layer(mp):
     _wrap(mp, loop, "forward_loss_sum", make)
 
 
+def pad_pooled(mp):
+    import json
+
+    import trainer.models as models
+
+    def make(classifier_base):
+        def eos_as_pad(base, classes, out):
+            made = classifier_base(base, classes, out)
+            config = json.loads((out / "config.json").read_text())
+            config["pad_token_id"] = made.tokenizer.eos_token_id  # never in the texts: the head pools the last position
+            (out / "config.json").write_text(json.dumps(config))
+            return made
+        return eos_as_pad
+    _wrap(mp, models, "classifier_base", make)
+
+
+def class_weights_unnormalised(mp):
+    import trainer.classify as classify
+
+    mp.setattr(classify, "inverse_frequency_weights", lambda counts: [sum(counts) / max(c, 1) for c in counts])
+
+
+def head_not_saved(mp):
+    import peft.peft_model as peft_model
+
+    def make(state_dict_of):
+        def without_head(model, *args, **kwargs):
+            return {k: v for k, v in state_dict_of(model, *args, **kwargs).items() if ".score." not in k}
+        return without_head
+    _wrap(mp, peft_model, "get_peft_model_state_dict", make)
+
+
+def leak_guard_off(mp):
+    import trainer.classify as classify
+
+    mp.setattr(classify, "leaked_texts", lambda train, validation: [])
+
+
 # The tier-3 checks on their CPU stand-ins (device="cpu"; see falsify/checks/gpu.py): the tiny preset, small batches.
 # The VRAM limit sits between the tiny NF4 step (about 5 MiB held) and the same step unquantized (about 14 MiB).
 CPU_VRAM = dict(preset="tiny", batch_size=2, seq_len=32, max_gb=0.01, device="cpu")
@@ -468,6 +506,11 @@ CASES = [
     ("cuda_cpu_forward_parity", CPU_PARITY, LOSS_SCALED, loss_scale_left_on, False),
     ("cuda_cpu_loss_curve_parity", {**CPU_PARITY, "steps": 4}, LOSS_SCALED, loss_scale_left_on, True),
     ("throughput_floor", CPU_THROUGHPUT, "a 2-second stall per step", synchronize_every_layer, True),
+    ("classifier_pools_last_real_token", {}, "the classifier's pad id is the eos id (it pools a pad position)", pad_pooled, False),
+    ("class_weights_keep_loss_scale", {}, "class weights left as raw inverse frequencies (not normalised)",
+     class_weights_unnormalised, False),
+    ("classifier_head_saved", {}, "the adapter is saved without the classification head (peft state dict)", head_not_saved, True),
+    ("no_validation_text_in_training", {}, "the leak guard finds nothing (validation repeats training)", leak_guard_off, False),
 ]
 CPU_STAND_INS = [("vram_ceiling", CPU_VRAM), ("cuda_cpu_forward_parity", CPU_PARITY),
                  ("cuda_cpu_loss_curve_parity", {**CPU_PARITY, "steps": 4})]

@@ -132,9 +132,20 @@ def encode(tokenizer, records: list[dict], max_seq_len: int, n_classes: int, mul
     return examples
 
 
+def leaked_texts(train_records: list[dict], val_records: list[dict]) -> list[int]:
+    """Lines of validation records whose text (whitespace aside) is also a training text: label leakage."""
+    seen = {" ".join(r["text"].split()) for r in train_records}
+    return [r["line"] for r in val_records if " ".join(r["text"].split()) in seen]
+
+
 def build_data(cfg: Config, tokenizer, train_records: list[dict], val_records: list[dict], world_size: int) -> TrainingData:
-    """Encode the texts, weigh the classes by their training counts, check the hyperparameter rules, batch."""
+    """Refuse leaked validation texts; encode the texts, weigh the classes by their training counts, check the
+    hyperparameter rules, batch."""
     t, d, c = cfg.training, cfg.data, cfg.classify
+    leaked = leaked_texts(train_records, val_records)
+    if leaked:
+        raise TrainerError(f"{d.validation}:{leaked[0]}: {len(leaked)} validation text(s) also occur in the training data {d.train}; "
+                           "the validation metrics would measure memory. Split by crate (python -m trainer corpus critic does)")
     train_examples = encode(tokenizer, train_records, d.max_seq_len, len(c.labels), c.multi_label, d.train)
     val_examples = encode(tokenizer, val_records, d.max_seq_len, len(c.labels), c.multi_label, d.validation)
     counts = class_counts(train_records, c.labels)
