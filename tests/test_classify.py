@@ -453,3 +453,28 @@ def test_a_classifier_on_the_real_prepared_base_trains_and_reloads(tmp_path):
     val, scores = classify.evaluate_batches(classify.ClassifyLoss(model, metrics["class_weights"], False), batches,
                                             torch.device("cpu"), LABELS)
     assert val == pytest.approx(metrics["final_val_loss"], rel=1e-5) and scores["accuracy"] == metrics["accuracy"]
+
+
+@pytest.mark.slow
+def test_critic_score_adds_probabilities_and_its_metrics_are_the_runs_own(critic_run, tmp_path):
+    """`trainer critic score` on the validation rows, from the final checkpoint: the same accuracy and confusion
+    matrix the run recorded, and P(good) ranking the separable set's good rows above every other class."""
+    from trainer import critic
+
+    exp, metrics, data, _ = critic_run
+    out, report = tmp_path / "scored.jsonl", tmp_path / "metrics.json"
+    assert critic.main(["score", "--experiment", str(exp), "--samples", str(data["validation"]), "--out", str(out),
+                        "--checkpoint", Path(metrics["final_checkpoint"]).name, "--metrics", str(report)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 20 and all(set(r["critic"]) == set(LABELS) and sum(r["critic"].values()) == pytest.approx(1) for r in rows)
+    result = json.loads(report.read_text())
+    assert result["accuracy"] == metrics["accuracy"] and result["confusion_matrix"] == metrics["confusion_matrix"]
+    assert set(result["auroc_good_vs"]) == set(LABELS) - {"good"}
+    for v in result["auroc_good_vs"].values():
+        assert v["ci95"][0] <= v["auroc"] <= v["ci95"][1] and v["auroc"] > 0.8 and v["n_good"] == 8
+
+
+def test_critic_score_refuses_a_directory_that_is_not_an_experiment(tmp_path):
+    from trainer import critic
+
+    assert critic.main(["score", "--experiment", str(tmp_path), "--samples", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o")]) == 2
