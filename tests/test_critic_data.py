@@ -166,6 +166,13 @@ def test_end_to_end_on_a_real_crate_the_evaluator_labels_each_candidate(tmp_path
     assert report["candidates"] == sum(s["rows"] for s in report["splits"].values()) + sum(report["dropped"].values())
     assert all(r["text"].startswith("// function under test\n") for r in rows)
 
+    def no_evaluator(*args):
+        raise AssertionError("every verdict should have been reused")
+
+    again = critic.build_critic_data(tmp_path / "corpus", tmp_path / "critic", crates=5, per_crate=5, seed=0, jobs=2,
+                                     evaluate=no_evaluator)
+    assert again["verdicts_reused"] == again["candidates"] == report["candidates"] and again["splits"] == report["splits"]
+
 
 def test_auroc_is_the_chance_a_good_row_outscores_a_bad_one():
     import numpy as np

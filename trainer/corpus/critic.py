@@ -302,6 +302,22 @@ def run_evaluator(samples: Path, out: Path, jobs: int) -> Path:
     return result
 
 
+VERDICTS = "verdicts.jsonl"  # every candidate's evaluator verdict, keyed by the candidate's content: a rerun reuses them
+
+
+def _key(sample: dict) -> str:
+    return hashlib.sha256(json.dumps(sample, sort_keys=True).encode()).hexdigest()
+
+
+def earlier_verdicts(out: Path) -> dict[str, dict]:
+    """The verdicts an earlier run in `out` got, by candidate content (a changed candidate is evaluated again)."""
+    path = out / VERDICTS
+    if not path.is_file():
+        return {}
+    return {item.value["key"]: item.value["verdict"] for item in iter_jsonl(path)
+            if item.problem is None and isinstance(item.value, dict) and "key" in item.value}
+
+
 def build_critic_data(corpus: Path, out: Path, *, crates: int, per_crate: int, seed: int, jobs: int, max_chars: int = 3000,
                       evaluate=run_evaluator) -> dict:
     """Candidates, the evaluator's verdicts, verified labels, the per-crate splits and a report (returned and written)."""
@@ -318,13 +334,19 @@ def build_critic_data(corpus: Path, out: Path, *, crates: int, per_crate: int, s
         raise TrainerError(f"{corpus}: no record has a crate location and tests to build critic data from")
     candidates = [c for rec in chosen for c in candidates_for(rec, by_crate, rng)]
     out.mkdir(parents=True, exist_ok=True)
-    samples_path = out / "candidates.jsonl"
-    write_jsonl_atomic(samples_path, candidates)
+    write_jsonl_atomic(out / "candidates.jsonl", candidates)
     started = time.perf_counter()
-    verdicts = {}
-    for item in iter_jsonl(evaluate(samples_path, out / "evaluation", jobs)):
-        if item.problem is None and isinstance(item.value, dict):
-            verdicts[item.value.get("id")] = item.value
+    known = earlier_verdicts(out)
+    pending = [c for c in candidates if _key(c) not in known]
+    if pending:
+        write_jsonl_atomic(out / "pending.jsonl", pending)
+        for item in iter_jsonl(evaluate(out / "pending.jsonl", out / "evaluation", jobs)):
+            if item.problem is None and isinstance(item.value, dict):
+                sample = next((c for c in pending if c["id"] == item.value.get("id")), None)
+                if sample is not None:
+                    known[_key(sample)] = item.value
+    write_jsonl_atomic(out / VERDICTS, [{"key": _key(c), "id": c["id"], "verdict": known[_key(c)]} for c in candidates if _key(c) in known])
+    verdicts = {c["id"]: known[_key(c)] for c in candidates if _key(c) in known}
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     dropped: Counter = Counter()
     for sample in candidates:
@@ -340,7 +362,8 @@ def build_critic_data(corpus: Path, out: Path, *, crates: int, per_crate: int, s
             "crate": crate, "intent": intent, "evidence": why})
     for split, split_rows in rows.items():
         write_jsonl_atomic(out / f"{split}.jsonl", split_rows)
-    report = {"corpus": str(corpus), "seed": seed, "max_chars": max_chars, "functions": len(chosen), "candidates": len(candidates),
+    report = {"corpus": str(corpus), "seed": seed, "max_chars": max_chars, "functions": len(chosen),
+              "verdicts_reused": len(candidates) - len(pending), "candidates": len(candidates),
               "evaluator_seconds": round(time.perf_counter() - started, 1), "test_crates": sorted(test_crates),
               "splits": {s: {"rows": len(r), "crates": sorted({x["crate"] for x in r}), "labels": dict(Counter(x["label"] for x in r))}
                          for s, r in rows.items()},
