@@ -101,6 +101,9 @@ def test_the_label_is_what_the_evaluator_saw(intent, v, label):
 def test_tests_that_call_the_function_are_not_unrelated():
     label, why = verified_label(sample("unrelated", "#[test]\nfn t() { assert_eq!(add(1, 1), 2); }\n"), verdict(passes=True))
     assert label is None and why == "calls the function"
+    method = sample("unrelated", "#[test]\nfn t() { assert_eq!(Square { side: 2 }.area(), 4); }\n")
+    method["metadata"]["function"] = "Square::area"  # a method: called as `.area()`
+    assert verified_label(method, verdict(passes=True)) == (None, "calls the function")
 
 
 def test_crates_split_by_name_with_the_holdout_crates_as_test():

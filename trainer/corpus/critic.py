@@ -182,7 +182,8 @@ def _tests_of(rec: dict) -> str:
 
 
 def _calls(tests: str, name: str) -> bool:
-    return name in rust_ast.called_names(rust_ast.parse(tests).root_node)
+    """Whether the tests call the function: `name` may be a method's `Type::name`; calls are matched on the last segment."""
+    return name.split("::")[-1] in rust_ast.called_names(rust_ast.parse(tests).root_node)
 
 
 def candidates_for(rec: dict, by_crate: dict[str, list[dict]], rng: random.Random) -> list[dict]:
