@@ -85,3 +85,23 @@ def test_flop_counts_see_each_weight_once_whatever_wraps_it(mode, tmp_path):
     attention = 2 * 32 * 32 + 2 * 32 * 16  # q, o; k, v with 2 KV heads of 8
     mlp = 3 * 32 * 64  # gate, up, down
     assert flop_counts(model, 8.0)["n_frozen_matmul"] == 2 * (attention + mlp) + 32 * 64  # + the LM head
+
+
+def test_merged_results_keep_the_rows_not_measured_again_in_row_order(tmp_path):
+    import json
+
+    from falsify.bench.trl import merged
+
+    def row(name, ratio):
+        return {"row": {"name": name}, "ratio": ratio}
+
+    old = {"rows": [row("tiny-lora", 2.0), row("smollm2-qlora", 1.29)], "command": "python -m falsify.bench trl",
+           "profiles": [{"row": "tiny-lora"}, {"row": "smollm2-qlora"}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    new = {"rows": [row("smollm2-qlora-bf16", 1.5), row("tiny-lora", 2.1)], "command": "python -m falsify.bench trl --merge",
+           "profiles": [{"row": "tiny-lora"}]}
+    out = merged(tmp_path / "results.json", new)
+    assert [(r["row"]["name"], r["ratio"]) for r in out["rows"]] == [("tiny-lora", 2.1), ("smollm2-qlora", 1.29), ("smollm2-qlora-bf16", 1.5)]
+    assert [p["row"] for p in out["profiles"]] == ["tiny-lora", "smollm2-qlora"]
+    assert out["commands"] == ["python -m falsify.bench trl", "python -m falsify.bench trl --merge"]
+    assert merged(tmp_path / "absent.json", new) is new

@@ -11,7 +11,10 @@ it asserts nothing about speed. What is held equal between the two trainers, per
   padding to the longest in the batch, no gradient accumulation;
 - the optimizer and schedule: the same torch AdamW (betas 0.9/0.999, wd 0.01) and our
   cosine LambdaLR, handed to TRL through `optimizers=`; clipping at 1.0;
-- precision: fp32 on CPU; bf16 autocast (ours) / `bf16=True` (TRL) on CUDA;
+- precision: fp32 on CPU; bf16 autocast (ours) / `bf16=True` (TRL) on CUDA. The `-bf16` rows run each
+  trainer at its own default on a CPU with native bf16 (AVX512-BF16 or AMX): ours
+  `training.precision: bf16-where-native` (the smollm2 configs' setting), TRL `bf16=True` (SFTConfig's
+  default); both then autocast to bf16, and their loss curves are held to the precision bench's 2%;
 - no gradient checkpointing on either side (TRL's default is on; ours has none).
 LoRA dropout is 0 in the bench so the two loss curves can be compared step by step (the
 random dropout masks would otherwise differ between two different loops).
@@ -53,7 +56,7 @@ from .pairs import busy_warning, load_average, max_relative_difference, ratio_su
 
 DEFAULT_DATA = "experiments/corpus/train.jsonl"
 OUT = Path("reports/bench")
-LOSS_RTOL = 1e-3  # per-step relative agreement of the two loss curves
+LOSS_RTOL = {"fp32": 1e-3, "bf16": 2e-2}  # per-step relative agreement of the two loss curves (bf16: the precision bench's)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Row:
     batch_size: int = 8
     steps: int = 8
     compare: str = "trl"  # trl: ours vs TRL; packing: ours unpacked vs ours packed
+    precision: str = "fp32"  # fp32 | bf16 (both trainers autocast to bf16; needs a CPU with native bf16, or CUDA)
     shape: dict = field(default_factory=dict)
 
     @property
@@ -82,7 +86,7 @@ class Row:
         """What a worker process needs to run this row (see run_worker)."""
         return {"base": str(base), "mode": self.mode, "data": str(data), "max_seq_len": self.max_seq_len,
                 "batch_size": self.batch_size, "steps": self.steps, "seed": 0, "device": device,
-                "n_examples": self.batch_size * self.steps, **extra}
+                "n_examples": self.batch_size * self.steps, "precision": self.precision, **extra}
 
 
 def rows(quick: bool) -> list[Row]:
@@ -97,6 +101,9 @@ def rows(quick: bool) -> list[Row]:
         # real weights (python -m trainer model prepare smollm2-135m-instruct), the shape of the smollm2-* configs' batches
         Row("smollm2-lora", "smollm2-135m-instruct", "lora", batch_size=4, steps=big),
         Row("smollm2-qlora", "smollm2-135m-instruct", "qlora", batch_size=4, steps=big),
+        # the same, each trainer at its own default precision on a CPU with bf16 instructions (ours bf16-where-native, TRL bf16=True)
+        Row("smollm2-lora-bf16", "smollm2-135m-instruct", "lora", batch_size=4, steps=big, precision="bf16"),
+        Row("smollm2-qlora-bf16", "smollm2-135m-instruct", "qlora", batch_size=4, steps=big, precision="bf16"),
     ]
 
 
@@ -187,7 +194,8 @@ def summarize(row: Row, runs: dict[str, list[dict]], peak: dict, load: list[floa
     if row.compare == "trl":
         la, lb = runs["ours"][0]["losses"], runs["trl"][0]["losses"]
         rel = max_relative_difference(la, lb)
-        out["loss_curves"] = {"ours": la, "trl": lb, "max_relative_difference": rel, "rtol": LOSS_RTOL, "agree": rel <= LOSS_RTOL}
+        out["loss_curves"] = {"ours": la, "trl": lb, "max_relative_difference": rel, "rtol": LOSS_RTOL[row.precision],
+                              "agree": rel <= LOSS_RTOL[row.precision]}
     ours = runs["ours" if row.compare == "trl" else "ours-unpacked"]
     out["generation_tokens_per_s"] = statistics.median(r["generation_tokens_per_s"] for r in ours if r.get("generation_tokens_per_s"))
     return out
@@ -227,7 +235,10 @@ def markdown(results: dict) -> str:
                   "| op | self ms | share | calls |", "|---|---|---|---|"]
         lines += [f"| `{p['op']}` | {p['self_ms']:.1f} | {p['share']:.1%} | {p['calls']} |" for p in prof["top_ops"]]
         lines.append("")
-    lines += ["", "## Reproduce", "", "```", results["command"], "```", ""]
+    commands = [c for c in results.get("commands", [results["command"]]) if c]
+    lines += ["", "## Reproduce", "", "```", *commands, "```", ""]
+    if len(commands) > 1:
+        lines += ["(later commands ran with `--merge`: their rows replaced those; each row's `measured_at` in results.json says when)", ""]
     return "\n".join(lines)
 
 
@@ -259,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--workdir", default="experiments/bench")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other rows of an existing results.json (rows measured here replace theirs; each row says when)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -286,7 +299,7 @@ def drive(args, argv) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise TrainerError(f"bench data not found: {data} (build the corpus with `make corpus`, or pass --data FILE)")
-    selected = select_rows(args.rows, args.quick)
+    selected = select_rows(args.rows, args.quick, args.device)
     workdir, out = Path(args.workdir), Path(args.out)
     workdir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,8 +319,9 @@ def drive(args, argv) -> int:
                 runs[name].append(run_worker(spec, workdir))
                 load.append(load_average())
                 print(f"{row.name} pair {pair + 1}/{args.pairs} {name}: {runs[name][-1]['tokens_per_s']:.0f} tok/s", flush=True)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = torch.bfloat16 if device.type == "cuda" or row.precision == "bf16" else torch.float32
         summary = summarize(row, runs, measure_peak(gemm_shapes(base, row.batch_size * row.max_seq_len), device, dtype), load)
+        summary["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["rows"].append(summary)
         print(f"{row.name}: ratio {summary['ratio']:.2f} ({summary['ratio_meaning']})", flush=True)
     results["profiles"] = []
@@ -317,13 +331,30 @@ def drive(args, argv) -> int:
             spec = prof_row.spec(base, data, args.device, steps=2 if trainer == "ours" else 3, trainer=trainer,
                                  n_examples=prof_row.batch_size * 6, profile_steps=3, label=f"{prof_row.name}-{trainer}-profile")
             results["profiles"].append({"row": prof_row.name, "trainer": trainer, "top_ops": run_worker(spec, workdir)["profile"]})
+    if args.merge:
+        results = merged(out / "results.json", results)
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     write_atomic(out / "results.md", markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
 
 
-def select_rows(names: str | None, quick: bool) -> list[Row]:
+def merged(path: Path, new: dict) -> dict:
+    """`new` plus the rows (and their profiles) of the results at `path` that `new` did not measure, in the order of rows()."""
+    if not path.is_file():
+        return new
+    old = json.loads(path.read_text())
+    names = {r["row"]["name"] for r in new["rows"]}
+    order = [r.name for r in rows(False)]
+    keep = [r for r in old.get("rows", []) if r["row"]["name"] not in names]
+    new["rows"] = sorted(keep + new["rows"], key=lambda r: order.index(r["row"]["name"]) if r["row"]["name"] in order else len(order))
+    new["profiles"] = [p for p in old.get("profiles", []) if p["row"] not in names] + new["profiles"]
+    new["profiles"].sort(key=lambda p: order.index(p["row"]) if p["row"] in order else len(order))
+    new["commands"] = [*old.get("commands", [old.get("command")]), new["command"]]
+    return new
+
+
+def select_rows(names: str | None, quick: bool, device: str = "cpu") -> list[Row]:
     """The rows named by --rows (all by default); TRL must be importable when one compares with it."""
     selected = rows(quick)
     if names:
@@ -332,6 +363,12 @@ def select_rows(names: str | None, quick: bool) -> list[Row]:
         if unknown:
             raise TrainerError(f"--rows: unknown row(s) {unknown} (known: {', '.join(r.name for r in selected)})")
         selected = [r for r in selected if r.name in wanted]
+    from trainer.runtime import cpu_has_native_bf16
+
+    for row in selected:
+        if row.precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+            raise TrainerError(f"bench row {row.name} compares bf16 compute; this CPU has no native bf16 (avx512_bf16 / amx_bf16 in "
+                               "/proc/cpuinfo), so it would measure emulation: leave it out with --rows")
     if any(r.compare == "trl" for r in selected):
         try:
             import trl  # noqa: F401

@@ -47,7 +47,8 @@ def worker_config(spec: dict):
         "data": {"max_seq_len": spec["max_seq_len"], "packing": spec.get("packing", False)},
         "training": {"mode": spec["mode"], "max_steps": spec["steps"], "batch_size": spec["batch_size"],
                      "learning_rate": 2e-4, "warmup_ratio": 0.03, "min_lr_ratio": 0.1, "weight_decay": 0.01,
-                     "gradient_clipping": 1.0, "seed": spec["seed"], "device": spec["device"]},
+                     "gradient_clipping": 1.0, "seed": spec["seed"], "device": spec["device"],
+                     "precision": "bf16-where-native" if spec.get("precision") == "bf16" else "auto"},
     })
 
 
@@ -117,9 +118,11 @@ def _finish(spec: dict, device, times: list[float], tokens: list[int], losses: l
 
 def run_ours(spec: dict) -> dict:
     """Our loop: BatchStream micro-batches into trainer.train.train_step, nothing else."""
+    from trainer.runtime import compute_dtype, set_precision
     from trainer.train import train_step
 
     cfg, device, tokenizer, model = load_model(spec)
+    set_precision(cfg.training.precision)  # as trainer.train.setup does: train_step's autocast reads it
     optimizer, scheduler = optimizer_and_schedule(model, cfg)
     stream = stream_for(spec, tokenizer)
     model.train()
@@ -136,6 +139,7 @@ def run_ours(spec: dict) -> dict:
         rows_len.append(micro[0]["input_ids"].shape[1])
         losses.append(loss)
     out = _finish(spec, device, times, tokens, losses, rows_len, model)
+    out["compute_dtype"] = compute_dtype(device)
     out["generation_tokens_per_s"] = generation_rate(model, tokenizer, device)
     if profile:
         out["profile"] = profile_steps(model, optimizer, scheduler, stream, device, cfg, profile)
@@ -187,7 +191,8 @@ def run_trl(spec: dict) -> dict:
         output_dir=spec["workdir"], max_steps=cfg.training.max_steps, per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1, max_grad_norm=1.0, logging_steps=1, save_strategy="no", eval_strategy="no",
         report_to="none", seed=spec["seed"], data_seed=spec["seed"], max_length=spec["max_seq_len"],
-        completion_only_loss=True, packing=False, gradient_checkpointing=False, bf16=device.type == "cuda",
+        completion_only_loss=True, packing=False, gradient_checkpointing=False,
+        bf16=device.type == "cuda" or spec.get("precision") == "bf16",
         use_cpu=device.type == "cpu", dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=True,
     )
     recorder = Recorder()
