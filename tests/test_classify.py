@@ -56,6 +56,9 @@ def test_packaged_critic_config_is_a_classifier_and_the_default_task_is_generati
     assert cfg.classify.class_weights == "auto" and cfg.model.preset == "tiny" and cfg.training.device == "cpu"
     default = load_config("tiny-lora")
     assert default.training.task == "generate" and default.classify == ClassifyConfig()
+    real = load_config("smollm2-critic")  # the real base's critic reads what `corpus critic` writes
+    assert real.training.task == "classify" and real.classify.labels == LABELS and str(real.model.path).endswith("smollm2-135m-instruct")
+    assert str(real.data.train).endswith("experiments/critic-data/train.jsonl") and str(cfg.data.train).endswith("experiments/critic-data/train.jsonl")
 
 
 @pytest.mark.parametrize("config, override, message", [
