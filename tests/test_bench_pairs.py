@@ -101,7 +101,8 @@ def test_merged_results_keep_the_rows_not_measured_again_in_row_order(tmp_path):
     new = {"rows": [row("smollm2-qlora-bf16", 1.5), row("tiny-lora", 2.1)], "command": "python -m falsify.bench trl --merge",
            "profiles": [{"row": "tiny-lora"}]}
     out = merged(tmp_path / "results.json", new)
-    assert [(r["row"]["name"], r["ratio"]) for r in out["rows"]] == [("tiny-lora", 2.1), ("smollm2-qlora", 1.29), ("smollm2-qlora-bf16", 1.5)]
+    assert [(r["row"]["name"], r["ratio"]) for r in out["rows"]] == [("tiny-lora", 2.1), ("smollm2-qlora", 1.29),
+                                                                       ("smollm2-qlora-bf16", 1.5)]
     assert [p["row"] for p in out["profiles"]] == ["tiny-lora", "smollm2-qlora"]
     assert out["commands"] == ["python -m falsify.bench trl", "python -m falsify.bench trl --merge"]
     assert merged(tmp_path / "absent.json", new) is new

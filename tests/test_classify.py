@@ -58,7 +58,7 @@ def test_packaged_critic_config_is_a_classifier_and_the_default_task_is_generati
     assert default.training.task == "generate" and default.classify == ClassifyConfig()
     real = load_config("smollm2-critic")  # the real base's critic reads what `corpus critic` writes
     assert real.training.task == "classify" and real.classify.labels == LABELS and str(real.model.path).endswith("smollm2-135m-instruct")
-    assert str(real.data.train).endswith("experiments/critic-data/train.jsonl") and str(cfg.data.train).endswith("experiments/critic-data/train.jsonl")
+    assert all(str(c.data.train).endswith("experiments/critic-data/train.jsonl") for c in (real, cfg))
 
 
 @pytest.mark.parametrize("config, override, message", [
