@@ -50,15 +50,16 @@ class Critic:
         self.model = AutoPeftModelForSequenceClassification.from_pretrained(self.checkpoint).eval()
 
     @torch.no_grad()
-    def probabilities(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
-        """[N, K] class probabilities (softmax; sigmoid per class for a multi-label critic)."""
-        from trainer.classify import ClassExample, collate
+    def probabilities(self, texts: list[str], batch_size: int = 8, source: str = "samples", lines: list[int] | None = None) -> np.ndarray:
+        """[N, K] class probabilities (softmax; sigmoid per class for a multi-label critic), the texts encoded and
+        batched as training encoded and batched its validation set."""
+        from trainer.classify import collate, encode
+        from trainer.data import eval_batches
 
+        records = [{"text": t, "classes": [], "line": n} for t, n in zip(texts, lines or range(1, len(texts) + 1))]
+        examples = encode(self.tokenizer, records, self.max_seq_len, len(self.labels), True, source)
         out = []
-        for start in range(0, len(texts), batch_size):
-            examples = [ClassExample(self.tokenizer.encode(t, add_special_tokens=False)[: self.max_seq_len], 0)
-                        for t in texts[start : start + batch_size]]
-            batch = collate(examples, self.tokenizer.pad_token_id)
+        for batch in eval_batches(examples, batch_size, self.tokenizer.pad_token_id, collate):
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             out.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.labels)))
@@ -119,7 +120,8 @@ def score_file(experiment: Path, samples: Path, out: Path, *, checkpoint: str = 
             raise item.error(samples, "expected a JSON object")
         rows.append((item.line, item.value))
     critic = Critic(experiment, checkpoint)
-    probs = critic.probabilities([text_of(row, f"{samples}:{line}") for line, row in rows], batch_size)
+    probs = critic.probabilities([text_of(row, f"{samples}:{line}") for line, row in rows], batch_size, str(samples),
+                                 [line for line, _ in rows])
     write_jsonl_atomic(out, [{**row, "critic": dict(zip(critic.labels, map(float, p)))} for (_, row), p in zip(rows, probs)])
     if metrics is None:
         return None

@@ -75,19 +75,7 @@ def _split_args(tree: Node) -> list[list[Node]]:
 
 def _assert_sites(root: Node) -> list[tuple[str, Node]]:
     """(macro name, argument token tree) of every assertion, parsed or inside token trees."""
-    sites = []
-    for node in rust_ast.walk(root):
-        if node.type == "macro_invocation":
-            name = rust_ast.text(node.child_by_field_name("macro")).split("::")[-1]
-            tree = next((c for c in node.children if c.type == "token_tree"), None)
-            if name in ASSERT_MACROS and tree is not None:
-                sites.append((name, tree))
-        elif node.type == "token_tree":
-            kids = node.children
-            for a, b, c in zip(kids, kids[1:], kids[2:]):
-                if a.type == "identifier" and b.type == "!" and c.type == "token_tree" and rust_ast.text(a) in ASSERT_MACROS:
-                    sites.append((rust_ast.text(a), c))
-    return sites
+    return [(name, tree) for name, _, tree in rust_ast.macro_calls(root) if name in ASSERT_MACROS]
 
 
 def _calls(leaves: list[Node], names: set[str]) -> bool:

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from falsify.evaluate.summary import SUMMARY_FILE
 from falsify.evaluate.verdict import SAMPLES_FILE
 from falsify.report.evidence import ReportError
-from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports, without_location
+from trainer.corpus.in_crate import appended_tests, has_location, in_crate_sample, without_location
 from trainer.experiment import ExperimentPaths
 from trainer.files import iter_jsonl, write_atomic, write_jsonl_atomic
 from trainer.monitor.store import StoreError, StoreReader
@@ -262,8 +262,7 @@ def reference_sample(rec: dict, line: int, source: Path, *, standalone: bool = F
               "metadata": {**meta, "generation": {"generator": "reference", "source": str(source)}}}
     if not standalone and has_location(meta):
         sample.update(in_crate_sample(meta, rec["input"]))
-        tests = meta.get("in_crate_tests")
-        sample["generated_tests"] = tests if isinstance(tests, str) and tests.strip() else with_test_imports(rec["output"])
+        sample["generated_tests"] = appended_tests(meta, rec["output"])
     return sample
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.corpus import rust_ast
-from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports
+from trainer.corpus.in_crate import appended_tests, has_location, in_crate_sample
 from trainer.errors import TrainerError
 from trainer.files import iter_jsonl, write_atomic, write_jsonl_atomic
 
@@ -78,19 +78,7 @@ class AssertSite:
 def assert_sites(tests: str) -> list[AssertSite]:
     """Every assertion macro call, parsed (`assert_eq!(..)`) or inside another macro's tokens
     (`proptest! { .. prop_assert!(..) .. }`), outermost only, in source order."""
-    root = rust_ast.parse(tests).root_node
-    sites = []
-    for node in rust_ast.walk(root):
-        if node.type == "macro_invocation":
-            name_node = node.child_by_field_name("macro")
-            tree = next((c for c in node.children if c.type == "token_tree"), None)
-            if name_node is not None and tree is not None:
-                sites.append((rust_ast.text(name_node).split("::")[-1], name_node.start_byte, tree))
-        elif node.type == "token_tree":
-            kids = node.children
-            for a, b, c in zip(kids, kids[1:], kids[2:]):
-                if a.type == "identifier" and b.type == "!" and c.type == "token_tree":
-                    sites.append((rust_ast.text(a), a.start_byte, c))
+    sites = rust_ast.macro_calls(rust_ast.parse(tests).root_node)
     found: list[AssertSite] = []
     for name, start, tree in sorted(sites, key=lambda s: s[1]):
         if name not in ASSERT_MACROS or (found and start < found[-1].end):
@@ -176,9 +164,7 @@ def perturb_expectation(tests: str, rng: random.Random) -> str | None:
 
 
 def _tests_of(rec: dict) -> str:
-    """A record's tests as the evaluator appends them to the function's file (as the reference samples are)."""
-    tests = (rec.get("metadata") or {}).get("in_crate_tests")
-    return tests if isinstance(tests, str) and tests.strip() else with_test_imports(rec["output"])
+    return appended_tests(rec.get("metadata") or {}, rec["output"])
 
 
 def _calls(tests: str, name: str) -> bool:

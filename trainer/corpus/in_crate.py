@@ -429,6 +429,13 @@ def without_location(record: dict) -> dict:
     return {**record, "metadata": meta}
 
 
+def appended_tests(meta: dict, output: str) -> str:
+    """A record's own tests as the evaluator appends them in-crate: its `in_crate_tests` (with the use lines
+    and helpers they need), else its bare tests with the imports of a test module."""
+    tests = meta.get("in_crate_tests")
+    return tests if isinstance(tests, str) and tests.strip() else with_test_imports(output)
+
+
 def with_test_imports(tests: str) -> str:
     """Generated tests for the appended module: the model learns bare tests (as in `output`),
     so the imports a `mod tests` would have are added unless the text already has them."""

@@ -156,3 +156,21 @@ def called_names(node: Node) -> set[str]:
                 if a.type == "identifier" and b.type == "(":
                     names.add(text(a))
     return names
+
+
+def macro_calls(root: Node) -> list[tuple[str, int, Node]]:
+    """Every macro call under `root`, parsed (`assert_eq!(..)`) or inside another macro's token tree
+    (`proptest! { .. prop_assert!(..) .. }`): (name, byte offset of the name, argument token tree)."""
+    calls = []
+    for node in walk(root):
+        if node.type == "macro_invocation":
+            name = node.child_by_field_name("macro")
+            tree = next((c for c in node.children if c.type == "token_tree"), None)
+            if name is not None and tree is not None:
+                calls.append((text(name).split("::")[-1], name.start_byte, tree))
+        elif node.type == "token_tree":
+            kids = node.children
+            for a, b, c in zip(kids, kids[1:], kids[2:]):
+                if a.type == "identifier" and b.type == "!" and c.type == "token_tree":
+                    calls.append((text(a), a.start_byte, c))
+    return calls
