@@ -188,7 +188,7 @@ def loss_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor 
 class ClassifyLoss(torch.nn.Module):
     """The classifier's training forward: summed loss of a batch (`loss_sum`) from the model's pooled logits.
 
-    The classification counterpart of trainer.train.LabelLoss: it wraps the (peft) model,
+    The classification counterpart of trainer.lm_loss.LabelLoss: it wraps the (peft) model,
     so DDP, autocast and the train step treat both tasks alike.
     """
 

@@ -21,20 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from trainer import checkpoint as ckpt
 from trainer import classify, distributed, hardware
 from trainer.checkpoint import TrainingState
 from trainer.config import Config, TrainingConfig
-from trainer.data import IGNORE, BatchStream, TrainingData, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
+from trainer.data import BatchStream, TrainingData, build_examples, count_label_tokens, count_tokens, eval_batches, load_jsonl
 from trainer.errors import AndonStop, TrainerError
 from trainer.experiment import ExperimentPaths, prepare_directory, resolve_config, setup_logging, write_lock
 from trainer.files import write_json_atomic
 from trainer.generate import sample_for_monitor
 from trainer.guards import DivergenceStop, DivergenceWatch
 from trainer.hparams import enforce
+from trainer.lm_loss import LabelLoss
 from trainer.models import BaseModel, classifier_base, load_for_training, prepare_base
 from trainer.monitor.store import MetricStore
 from trainer.packing import pack_examples
@@ -53,14 +52,6 @@ from trainer.runtime import (
 )
 
 log = logging.getLogger("trainer")
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over label tokens (the caller divides)."""
-    vocab = logits.size(-1)
-    return F.cross_entropy(
-        logits[:, :-1, :].float().reshape(-1, vocab), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
 
 
 def cosine_schedule(total_steps: int, warmup_ratio: float, min_lr_ratio: float):
@@ -89,59 +80,6 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
     else:
         inputs["attention_mask"] = batch["attention_mask"].to(device)
     return inputs
-
-
-class LabelLoss(torch.nn.Module):
-    """Summed next-token loss, with the LM head applied only at positions that have a label.
-
-    Why: the logits of prompt and padding positions are computed only to be thrown away,
-    and with a 150k vocabulary the head is most of a small model's FLOPs. The result is
-    the same sum as `token_loss_sum` over full logits (up to float rounding). Models that
-    scale or soft-cap their logits, or have no separable decoder + head, take the full
-    path through their own forward. DDP wraps this module, so gradient sync sees the
-    whole computation.
-    """
-
-    def __init__(self, lm: torch.nn.Module):
-        super().__init__()
-        self.lm = lm
-        causal = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-        config = causal.config
-        scaled = any(getattr(config, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
-        self.split = None if scaled or not hasattr(causal, "get_decoder") else (causal.get_decoder(), causal.get_output_embeddings())
-
-    def forward(self, labels: torch.Tensor, **inputs) -> torch.Tensor:
-        if self.split is None:
-            return token_loss_sum(self.lm(**inputs).logits, labels)
-        decoder, head = self.split
-        hidden = decoder(**inputs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
-        keep = targets != IGNORE
-        return chunked_head_loss(head, hidden[keep], targets[keep])
-
-
-LOGIT_CHUNK_ELEMENTS = 2**23  # logits materialised at once: 8M floats (32 MB in fp32) at most
-
-
-def _head_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
-
-
-def chunked_head_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of `head(hidden)` against `targets`, never holding more than
-    LOGIT_CHUNK_ELEMENTS logits: rows go through the head a chunk at a time, and each chunk's
-    logits are recomputed in backward (activation checkpointing) instead of kept. With a 49k
-    vocabulary the logits of a 4 x 512 batch are ~400 MB in fp32 and three copies of them
-    (logits, their fp32 cast, the softmax gradient) dominated the step's peak memory. A
-    vocabulary small enough for one chunk takes the plain path, bit for bit as before.
-    """
-    rows = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features) if hasattr(head, "out_features") else hidden.shape[0]
-    if hidden.shape[0] <= rows:
-        return _head_loss(head, hidden, targets)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], rows):
-        total = total + checkpoint(_head_loss, head, hidden[start:start + rows], targets[start:start + rows], use_reentrant=False)
-    return total
 
 
 def forward_loss_sum(model, batch: dict, device: torch.device) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """`python -m falsify.bench memory`: peak RSS of a short real-model training run, loss chunked vs not.
 
-trainer.train.chunked_head_loss computes the LM head's loss a chunk of rows at a time, so a 49k
+trainer.lm_loss.chunked_head_loss computes the LM head's loss a chunk of rows at a time, so a 49k
 vocabulary's logits are never held whole. This runs the same short training (default: the
 smollm2-lora config, a few steps) in fresh processes, alternating: `chunked` as shipped, and
 `whole` with the chunk made larger than any batch (the path before chunking). Each process
@@ -25,11 +25,11 @@ VARIANTS = ("chunked", "whole")
 
 def worker(spec: dict) -> dict:
     """One training run in this process; `whole` turns chunking off by making one chunk hold every row."""
-    from trainer import train
+    from trainer import lm_loss, train
     from trainer.config import load_config
 
     if spec["variant"] == "whole":
-        train.LOGIT_CHUNK_ELEMENTS = 2**62
+        lm_loss.LOGIT_CHUNK_ELEMENTS = 2**62
     overrides = [f"training.max_steps={spec['steps']}", f"training.eval_steps={spec['steps']}",
                  f"training.save_steps={spec['steps']}", "data.max_validation_samples=4"]
     metrics = train.train(load_config(spec["config"], overrides), Path(spec["out"]), overwrite=True)

@@ -67,8 +67,8 @@ def packed_vs_unpacked_loss(n_examples: int = 12, max_seq_len: int = 96, attn_im
     import torch
 
     from trainer.data import IGNORE, collate
+    from trainer.lm_loss import token_loss_sum
     from trainer.packing import pack_examples
-    from trainer.train import token_loss_sum
 
     model = model or _packing_model(attn_implementation, seed)
     examples = _random_examples(n_examples, model.config.vocab_size, seed)
