@@ -192,3 +192,16 @@ def test_auroc_is_the_chance_a_good_row_outscores_a_bad_one():
     assert m["accuracy"] == 0.75 and m["auroc_good_vs"]["trivial"]["auroc"] == 0.75 and m["confusion_matrix"] == [[2, 0], [1, 1]]
     with pytest.raises(Exception, match="not the critic's"):
         ranking_metrics(["good"], ["bad"], np.array([[1.0]]))
+
+
+def test_critic_text_is_signature_then_tests_then_the_question_and_cuts_long_tests_at_a_line():
+    function = '/// Adds.\n#[inline]\npub fn add<T: Copy>(a: T, b: T) -> T\nwhere\n    T: std::ops::Add<Output = T>,\n{\n    a + b\n}\n'
+    text = critic_text(function, TESTS)
+    assert text.startswith("// function under test\npub fn add<T: Copy>(a: T, b: T) -> T\nwhere\n    T: std::ops::Add<Output = T>,\n\n")
+    assert "a + b" not in text and "Adds." not in text and "#[inline]" not in text  # no body, docs or attributes
+    assert TESTS.strip() in text and text.endswith(critic.CRITIC_QUESTION)
+    long_tests = "".join(f"#[test]\nfn t{i}() {{ assert_eq!(add({i}, 1), {i + 1}); }}\n" for i in range(200))
+    cut = critic_text(function, long_tests)
+    kept = cut.split("// tests\n", 1)[1].split("\n// ... (the rest of the tests is cut)")[0]
+    assert len(kept) <= critic.CRITIC_TEST_CHARS and long_tests.startswith(kept + "\n") and cut.endswith(critic.CRITIC_QUESTION)
+    assert rust_ast.signature("not rust {") == "not rust {"  # no function item: unchanged

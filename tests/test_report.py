@@ -542,3 +542,81 @@ def test_the_reference_generator_has_no_adapter_to_reject(world):
     card = card_of(world, "reference")
     assert card["adapter"] == "not judged" and card["comparison"] is None
     assert not (world["exp"] / "adapter-rejected.json").exists()
+
+
+# ---------------------------------------------------------------- critic reranking against the first candidate
+
+@pytest.fixture
+def reranked_world(world) -> dict:
+    """`world` as after `--critic`: the reranked samples in evaluation-reranked/, the first candidates' in evaluation-first/."""
+    for side in ("evaluation-reranked", "evaluation-first"):
+        write_evaluation(world["exp"] / side, good_summary())
+    for side, compiled in (("evaluation-base", 2), ("evaluation-first", 20), ("evaluation-reranked", 20)):
+        write_verdicts(world["exp"] / side, compiled)
+    shutil.copy(world["exp"] / "evaluation" / "falsifiers.json", world["exp"] / "evaluation-reranked" / "falsifiers.json")
+    critic = world["tmp"] / "critic"
+    critic.mkdir()
+    (critic / "config.yaml").write_text("name: critic\n", encoding="utf-8")
+    return {**world, "critic": critic}
+
+
+def test_the_scorecard_answers_whether_critic_reranking_helped(reranked_world, capsys):
+    w = reranked_world
+    write_verdicts(w["exp"] / "evaluation-first", compiled=5)
+    write_verdicts(w["exp"] / "evaluation-reranked", compiled=30)
+    assert run_report(w, "--critic", str(w["critic"])) == 0
+    card = card_of(w)
+    cmp = card["rerank_comparison"]
+    assert cmp["sides"] == ["first candidate", "critic-reranked"] and cmp["question"] == "Did critic reranking help?"
+    assert cmp["n"] == 40 and cmp["base"]["compile_rate"] == 0.125 and cmp["tuned"]["compile_rate"] == 0.75
+    assert cmp["verdict"] == "helped" and cmp["delta"]["pass_rate"]["ci95"][0] > 0
+    # the scored samples are the reranked ones, and base vs tuned compares the base with them
+    assert card["comparison"]["tuned"]["compile_rate"] == 0.75
+    assert {s["name"] for s in card["stages"]} >= {"generate", "evaluate", "evaluate-first", "generate-base"}
+    assert "did critic reranking help? helped" in capsys.readouterr().out
+    md = (w["out"] / "scorecard.md").read_text()
+    assert "## Did critic reranking help?" in md and "Critic reranking helped (n = 40" in md
+    assert "| rate (n = 40) | first candidate | critic-reranked |" in md
+    assert "id='rerank-comparison-verdict'>Critic reranking helped" in (w["out"] / "scorecard.html").read_text()
+
+
+def test_reranking_that_changes_nothing_is_said_so(reranked_world):
+    w = reranked_world
+    assert run_report(w, "--critic", str(w["critic"])) == 0
+    cmp = card_of(w)["rerank_comparison"]
+    assert cmp["verdict"] == "cannot be told apart" and cmp["sentence"].startswith("First candidate and critic-reranked cannot")
+
+
+def test_without_critic_there_is_no_rerank_comparison_and_a_missing_side_is_named(reranked_world):
+    w = reranked_world
+    assert run_report(w, "--no-base") == 0
+    assert card_of(w)["rerank_comparison"] is None and "rerank_comparison" not in card_of(w)["missing_evidence"]
+    assert "reranking" not in (w["out"] / "scorecard.md").read_text()
+    (w["exp"] / "evaluation-first" / "samples.jsonl").unlink()
+    (w["exp"] / "evaluation-first" / "summary.json").unlink()
+    assert run_report(w, "--critic", str(w["critic"]), "--tiers", "") == 1  # the evaluate-first stage has nothing to evaluate
+    card = card_of(w)
+    assert card["rerank_comparison"] is None and "evaluate-first" in card["missing_evidence"]["rerank_comparison"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--candidates", "1"], "--candidates of at least 2"),
+    (["--temperature", "0"], "--temperature above 0"),
+    (["--generator", "reference"], "reference generator has none"),
+])
+def test_bad_rerank_options_are_one_line(reranked_world, capsys, extra, needle):
+    w = reranked_world
+    assert run_report(w, "--critic", str(w["critic"]), *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert run_report(w, "--critic", str(w["tmp"] / "nowhere")) == 2
+    assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_the_rerank_plan_samples_candidates_and_evaluates_the_first_ones(tmp_path):
+    plan = pipeline.model_plan(tmp_path / "exp", limit=7, tiers=[], rerank=pipeline.Rerank(tmp_path / "critic", 5, 0.7))
+    cmds = {s.name: s.command for s in plan.stages}
+    assert cmds["generate"][-6:] == ["--candidates", "5", "--critic", str(tmp_path / "critic"), "--temperature", "0.7"]
+    assert plan.eval_dir == tmp_path / "exp" / "evaluation-reranked" and plan.first_eval_dir == tmp_path / "exp" / "evaluation-first"
+    assert cmds["evaluate-first"][cmds["evaluate-first"].index("--samples") + 1].endswith("evaluation-reranked/generated.first.jsonl")
+    assert "--candidates" not in cmds["generate-base"]

@@ -56,8 +56,13 @@ def _generate(args: argparse.Namespace) -> int:
     from trainer.generate import generate_file
 
     summary = generate_file(Path(args.experiment), Path(args.input), Path(args.out), checkpoint=args.checkpoint, limit=args.limit,
-                            context=args.context, allow_rejected=args.allow_rejected)
+                            context=args.context, allow_rejected=args.allow_rejected, temperature=args.temperature,
+                            candidates=args.candidates, critic=args.critic)
     rate = summary["tokens_per_s"]
+    if "rerank" in summary:
+        r = summary["rerank"]
+        print(f"critic kept candidate 1 of {args.candidates} for {r['chose_first']} of {r['functions']} functions; "
+              f"first candidates in {r['first_candidates']}")
     print(f"wrote {summary['functions']} samples to {args.out}; {summary['new_tokens']} tokens, "
           f"{rate:.1f} tok/s" if rate else f"wrote {summary['functions']} samples to {args.out}")
     return 0
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N functions")
     p.add_argument("--context", action="store_true",
                    help="show the model the crate context a corpus record carries (its file's use lines, the types it names)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="draw N sampled candidates per function and keep the one --critic rates best (needs --temperature > 0)")
+    p.add_argument("--critic", type=Path, help="a test critic (a training.task=classify experiment) that picks among --candidates")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: the experiment's generation.temperature; 0 = greedy)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("model", help="real base models, offline: prepare NAME | check NAME | list")

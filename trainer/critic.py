@@ -48,6 +48,7 @@ class Critic:
         self.checkpoint = pick_checkpoint(paths, checkpoint)
         self.tokenizer = load_tokenizer(paths.classifier_base)
         self.model = AutoPeftModelForSequenceClassification.from_pretrained(self.checkpoint).eval()
+        self.precision = cfg.training.precision  # score in the compute dtype its validation ran in (bf16 where native)
 
     @torch.no_grad()
     def probabilities(self, texts: list[str], batch_size: int = 8, source: str = "samples", lines: list[int] | None = None) -> np.ndarray:
@@ -55,12 +56,15 @@ class Critic:
         batched as training encoded and batched its validation set."""
         from trainer.classify import collate, encode
         from trainer.data import eval_batches
+        from trainer.runtime import autocast, precision
 
         records = [{"text": t, "classes": [], "line": n} for t, n in zip(texts, lines or range(1, len(texts) + 1))]
         examples = encode(self.tokenizer, records, self.max_seq_len, len(self.labels), True, source)
         out = []
+        cpu = torch.device("cpu")
         for batch in eval_batches(examples, batch_size, self.tokenizer.pad_token_id, collate):
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            with precision(self.precision), autocast(cpu):
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             out.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.labels)))
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from trainer import checkpoint as ckpt
 from trainer.config import GenerationConfig, load_config
+from trainer.corpus.critic import critic_text
 from trainer.corpus.in_crate import has_location, in_crate_sample, with_test_imports
+from trainer.critic import GOOD, Critic
 from trainer.data import end_of_turn_id, prompt_for
 from trainer.errors import TrainerError
 from trainer.experiment import ExperimentPaths, quiet_libraries, sha256_of_dir
@@ -207,48 +210,103 @@ def shown_context(row: dict, context: bool) -> str:
     return shown if isinstance(shown, str) else ""
 
 
-def write_record(fh, row: dict, text: str, generation: dict) -> None:
-    """One samples-schema line: the extracted code as `generated_tests`, the raw text beside it."""
+def as_sample(row: dict, text: str, generation: dict) -> dict:
+    """One samples-schema record: the extracted code as `generated_tests`, the raw text beside it."""
     found = extract_rust(text)
-    row["generated_tests"] = with_test_imports(found.code) if "crate" in row and found.code else found.code
-    row["raw_generation"], row["extraction"] = text, found.reason
-    row["metadata"] = {**row["metadata"], "generation": generation}
-    fh.write(json.dumps(row, sort_keys=True) + "\n")
+    tests = with_test_imports(found.code) if "crate" in row and found.code else found.code
+    return {**row, "generated_tests": tests, "raw_generation": text, "extraction": found.reason,
+            "metadata": {**row["metadata"], "generation": generation}}
+
+
+def write_record(fh, record: dict) -> None:
+    fh.write(json.dumps(record, sort_keys=True) + "\n")
     fh.flush()
+
+
+def first_candidates_path(out_path: Path) -> Path:
+    """Where `generate_file --candidates N` writes each function's first candidate: the side reranking is compared with."""
+    return out_path.with_name(f"{out_path.stem}.first{out_path.suffix}")
+
+
+def rerank(critic, records: list[dict]) -> tuple[int, list[float | None]]:
+    """The candidate the critic rates most likely `good`, and every candidate's P(good).
+
+    A candidate with no extracted code gets no score and is never chosen over one that has
+    code (the critic was trained on tests, not on empty text); if none has code, the first.
+    """
+    scored = [i for i, rec in enumerate(records) if rec["generated_tests"].strip()]
+    p_good: list[float | None] = [None] * len(records)
+    if scored:
+        probs = critic.probabilities([critic_text(records[i]["function_code"], records[i]["generated_tests"]) for i in scored])
+        for i, p in zip(scored, probs[:, critic.labels.index(GOOD)]):
+            p_good[i] = float(p)
+    best = max(scored, key=lambda i: p_good[i]) if scored else 0  # max keeps the first of equals
+    return best, p_good
 
 
 def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpoint: str = "best",
                   limit: int | None = None, gen: GenerationConfig | None = None, context: bool = False,
-                  batch_size: int = 8, allow_rejected: bool = False) -> dict:
+                  batch_size: int = 8, allow_rejected: bool = False, temperature: float | None = None, candidates: int = 1,
+                  critic: Path | None = None) -> dict:
     """Write one samples-schema record per function; returns a summary with tokens/s and latency.
 
+    `temperature`: overrides the config's `generation.temperature` (0: greedy).
     `context`: show each function's crate context (corpus `crate_context`) in the prompt.
     Off by default: training prompts have none. Rows are generated `batch_size` at a
     time; a record's `seconds` is its share of its batch's wall time.
+
+    `candidates` N > 1 with a `critic` (a classify experiment, trainer.critic): draw N
+    sampled candidates per function, write the one the critic rates most likely `good` to
+    `out_path`, and each function's first candidate to `first_candidates_path(out_path)`,
+    so that an evaluation of both says whether reranking helped.
     """
+    if candidates < 1:
+        raise TrainerError(f"--candidates must be at least 1, got {candidates}")
+    if (candidates > 1) != (critic is not None):
+        raise TrainerError("--candidates N (N > 1) and --critic DIR go together: the critic picks among the N candidates")
     model, tokenizer, cfg, provenance, device = load_experiment(experiment, checkpoint, allow_rejected=allow_rejected)
     gen = gen or cfg.generation
+    gen = gen if temperature is None else replace(gen, temperature=temperature)
+    if candidates > 1 and gen.temperature <= 0:
+        raise TrainerError(f"--candidates {candidates}: greedy decoding (generation.temperature 0) would give {candidates} copies "
+                           "of one candidate; set --temperature above 0")
     if gen.temperature > 0:
         torch.manual_seed(cfg.training.seed)
+    judge = Critic(critic) if critic is not None else None
     rows = read_functions(Path(input_path))[:limit]
-    total_tokens, total_seconds, latencies = 0, 0.0, []
+    total_tokens, total_seconds, latencies, chose_first = 0, 0.0, [], 0
     out_path = Path(out_path)
-    partial = partial_output_path(out_path)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with partial.open("w", encoding="utf-8") as fh:  # streamed, so a watcher can count the rows done
+    outputs = [out_path] + ([first_candidates_path(out_path)] if judge else [])
+    partials = [partial_output_path(p) for p in outputs]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as files:  # streamed, so a watcher can count the rows done
+        fhs = [files.enter_context(p.open("w", encoding="utf-8")) for p in partials]
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             prompts = [fitting_prompt(model, tokenizer, row.pop("prompt_code"), shown_context(row, context), gen.max_new_tokens)
                        for row in chunk]
-            texts, counts, seconds = generate_batch(model, tokenizer, prompts, gen, device)
-            total_tokens, total_seconds = total_tokens + sum(counts), total_seconds + seconds
-            for row, text, n in zip(chunk, texts, counts):
+            drawn = [generate_batch(model, tokenizer, prompts, gen, device) for _ in range(candidates)]
+            seconds = sum(d[2] for d in drawn)
+            tokens = sum(sum(d[1]) for d in drawn)
+            total_tokens, total_seconds = total_tokens + tokens, total_seconds + seconds
+            for i, row in enumerate(chunk):
                 latencies.append(seconds / len(chunk))
-                write_record(fh, row, text, {**provenance, **asdict(gen), "batch_size": len(chunk), "new_tokens": n,
-                                             "seconds": seconds / len(chunk), "generation_seconds": seconds / len(chunk),
-                                             "batch_seconds": seconds, "tokens_per_s": sum(counts) / seconds if seconds else None})
-            log.info("generated %d/%d: %d tokens in %.2fs", start + len(chunk), len(rows), sum(counts), seconds)
-    partial.replace(out_path)
+                common = {**provenance, **asdict(gen), "batch_size": len(chunk), "seconds": seconds / len(chunk),
+                          "generation_seconds": seconds / len(chunk), "batch_seconds": seconds,
+                          "tokens_per_s": tokens / seconds if seconds else None}
+                records = [as_sample(row, texts[i], {**common, "new_tokens": counts[i]}) for texts, counts, _ in drawn]
+                if judge is None:
+                    write_record(fhs[0], records[0])
+                    continue
+                best, p_good = rerank(judge, records)
+                chose_first += best == 0
+                for fh, k, side in ((fhs[0], best, "critic-reranked"), (fhs[1], 0, "first candidate")):
+                    generation = {**records[k]["metadata"]["generation"], "rerank": {
+                        "candidates": candidates, "chosen": k, "side": side, "critic": str(judge.checkpoint), "critic_p_good": p_good}}
+                    write_record(fh, {**records[k], "metadata": {**records[k]["metadata"], "generation": generation}})
+            log.info("generated %d/%d: %d tokens in %.2fs", start + len(chunk), len(rows), tokens, seconds)
+    for partial, final in zip(partials, outputs):
+        partial.replace(final)
     latencies.sort()
     summary = {
         "functions": len(rows), "new_tokens": total_tokens, "seconds": total_seconds, "batch_size": batch_size,
@@ -256,7 +314,10 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
         "tokens_per_second": total_tokens / total_seconds if total_seconds else None,
         "seconds_per_function": total_seconds / len(rows) if rows else None,
         "median_seconds_per_function": latencies[len(latencies) // 2] if latencies else None,
-        **provenance, "generation": asdict(gen), "prompt_context": context,
+        **provenance, "generation": asdict(gen), "prompt_context": context, "candidates": candidates,
     }
+    if judge is not None:
+        summary["rerank"] = {"critic": str(judge.checkpoint), "first_candidates": str(outputs[1]),
+                             "chose_first": chose_first, "functions": len(rows)}
     write_json_atomic(generation_summary_path(out_path), summary)
     return summary

@@ -5,12 +5,16 @@
     python -m falsify.report --generator reference  # the corpus's own tests through the same evaluator
     python -m falsify.report --baseline old.json    # deltas; a lower total or a newly failing gate exits 1
     python -m falsify.report --standalone           # each function built alone, not inside its crate
+    python -m falsify.report --critic DIR           # 4 sampled candidates a function, the critic keeps one
 
 Samples are judged inside their real crate by default; --standalone judges each function in a
 fresh crate of its own (the earlier behaviour).
 
 The base model (no adapter) also writes tests for the same holdout functions (`--no-base`: it
-does not), and the scorecard says whether the fine-tune helped, with CIs and paired tests.
+does not), and the scorecard says whether the fine-tune helped, with CIs and paired tests. With
+--critic, the tuned adapter samples --candidates tests per function and a test critic (a
+classify experiment) keeps the one it rates best; those are the tests scored, and each
+function's first candidate is evaluated too, so the scorecard also says whether reranking helped.
 
 Writes scorecard.json, scorecard.md and scorecard.html into --out (reference: --out/reference;
 --standalone: a `standalone/` folder below that),
@@ -30,7 +34,7 @@ from pathlib import Path
 from falsify.report import pipeline
 from falsify.report.baseline import compare as compare_baseline
 from falsify.report.baseline import load_baseline, regression_message
-from falsify.report.comparison import Comparison, ComparisonError, compare
+from falsify.report.comparison import FINE_TUNE, RERANK, Comparison, ComparisonError, Question, compare
 from falsify.report.evidence import (
     Evidence,
     ReportError,
@@ -63,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate each function alone in a fresh crate (samples without 'crate'), not inside its crate")
     p.add_argument("--no-base", action="store_true",
                    help="do not generate with the base model (no base-vs-tuned comparison)")
+    p.add_argument("--critic", type=Path,
+                   help="a test critic (trainer critic): generate --candidates per function, keep the one it rates best, and "
+                        "compare that with each function's first candidate")
+    p.add_argument("--candidates", type=int, default=4, help="candidates per function with --critic (default 4)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of the candidates with --critic (default 0.8)")
     p.add_argument("--holdout", type=Path, default=pipeline.CORPUS / "holdout.jsonl", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -80,10 +89,21 @@ def make_plan(args: argparse.Namespace) -> pipeline.Plan:
         raise ReportError(f"--limit must be at least 1, got {args.limit}")
     if args.experiment is not None:
         experiment_paths(args.experiment)  # fail fast on a directory that is not an experiment
+    rerank = None
+    if args.critic is not None:
+        if args.generator == "reference":
+            raise ReportError("--critic reranks a model's candidates; the reference generator has none")
+        if args.candidates < 2 or args.temperature <= 0:
+            raise ReportError(f"--critic needs --candidates of at least 2 (got {args.candidates}) and a --temperature above 0 "
+                              f"(got {args.temperature}): the critic chooses among different samples")
+        if not ExperimentPaths(args.critic).config.is_file():
+            raise ReportError(f"--critic {args.critic}: not an experiment directory (no config.yaml); train one with "
+                              "`python -m trainer train --config smollm2-critic`")
+        rerank = pipeline.Rerank(args.critic, args.candidates, args.temperature)
     if args.generator == "reference":
         return pipeline.reference_plan(args.experiment, limit=args.limit, holdout=args.holdout, standalone=args.standalone)
     return pipeline.model_plan(args.experiment, limit=args.limit, tiers=_tiers(args.tiers), holdout=args.holdout,
-                               standalone=args.standalone, compare_base=not args.no_base)
+                               standalone=args.standalone, compare_base=not args.no_base, rerank=rerank)
 
 
 # ---------------------------------------------------------------- evidence
@@ -126,22 +146,29 @@ def gather(plan: pipeline.Plan, results: dict[str, pipeline.StageResult]) -> Evi
     return ev
 
 
-def base_comparison(plan: pipeline.Plan, ev: Evidence, results: dict[str, pipeline.StageResult]) -> Comparison | None:
-    """Base vs tuned over the functions both were evaluated on; None (and why, in ev.missing) when it cannot be made."""
-    if plan.base_sample_results is None:
-        ev.missing["comparison"] = ("the reference generator has no base model" if plan.generator == "reference"
-                                    else "not asked for (--no-base)")
+def paired_comparison(q: Question, before: Path | None, before_stage: str, after: Path, after_stage: str, ev: Evidence,
+                      results: dict[str, pipeline.StageResult]) -> Comparison | None:
+    """`q` over the functions both sides were evaluated on; None (and why, in ev.missing) when it cannot be made."""
+    if before is None:
         return None
     sides = []
-    for path, stage in ((plan.base_sample_results, "evaluate-base"), (plan.sample_results, "evaluate")):
+    for path, stage in ((before, before_stage), (after, after_stage)):
         if not path.is_file():
-            ev.missing["comparison"] = _why(path, stage, results)
+            ev.missing[q.key] = _why(path, stage, results)
             return None
         sides.append(load_samples(path, limit=100_000))
     try:
-        return compare(*sides)
+        return compare(*sides, question=q)
     except ComparisonError as exc:
-        raise ReportError(f"{plan.base_sample_results} vs {plan.sample_results}: {exc}") from None
+        raise ReportError(f"{before} vs {after}: {exc}") from None
+
+
+def base_comparison(plan: pipeline.Plan, ev: Evidence, results: dict[str, pipeline.StageResult]) -> Comparison | None:
+    """Base vs tuned; None (and why, in ev.missing) when it cannot be made."""
+    if plan.base_sample_results is None:
+        ev.missing[FINE_TUNE.key] = ("the reference generator has no base model" if plan.generator == "reference"
+                                     else "not asked for (--no-base)")
+    return paired_comparison(FINE_TUNE, plan.base_sample_results, "evaluate-base", plan.sample_results, "evaluate", ev, results)
 
 
 def judge_adapter(card: Scorecard, plan: pipeline.Plan, ev: Evidence, out: Path) -> str | None:
@@ -178,7 +205,8 @@ def report(args: argparse.Namespace) -> int:
     results = {s.name: s for s in stages}
     ev = gather(plan, results)
     comparison = base_comparison(plan, ev, results)
-    card = build_scorecard(score(ev), plan, ev, stages, comparison)
+    reranked = paired_comparison(RERANK, plan.first_sample_results, "evaluate-first", plan.sample_results, "evaluate", ev, results)
+    card = build_scorecard(score(ev), plan, ev, stages, comparison, reranked)
     if baseline is not None:
         card["baseline"] = compare_baseline(card, baseline, str(args.baseline))
     samples = load_samples(plan.sample_results, limit=5000)
@@ -190,6 +218,8 @@ def report(args: argparse.Namespace) -> int:
         print(f"  {g['id']} {g['status']}: {g['reason']}")
     if comparison is not None:
         print(f"did the fine-tune help? {comparison['verdict']}: {comparison['sentence']}")
+    if reranked is not None:
+        print(f"did critic reranking help? {reranked['verdict']}: {reranked['sentence']}")
     verdict = judge_adapter(card, plan, ev, out)
     if verdict:
         print(verdict)

@@ -1,8 +1,11 @@
-"""Did the fine-tune help? The base model and the tuned adapter on the same holdout, paired.
+"""Did the fine-tune help? Did critic reranking help? Two generators on the same holdout, paired.
 
-Both generators write tests for the same holdout functions and both go through the same
+The questions (QUESTIONS): the base model against the tuned adapter, and the tuned adapter's
+first sampled candidate against the candidate a test critic picked among N. In both, the two
+generators write tests for the same holdout functions and both go through the same
 evaluator; a function's two verdicts form a pair, so each rate difference is a paired
-difference. For each rate:
+difference. The JSON keeps the sides as `base` (before the change) and `tuned` (after it),
+and names them in `sides`. For each rate:
 
 - the value of each side (a mean over the n paired functions);
 - the difference tuned - base with a bootstrap 95% CI (scipy.stats.bootstrap over the
@@ -60,6 +63,22 @@ RATES = (
 PRIMARY = ("compile_rate", "pass_rate")
 
 
+@dataclass(frozen=True)
+class Question:
+    """What a comparison asks: whether `subject` helped, from the `before` side to the `after` side."""
+
+    key: str      # where the scorecard keeps it (and its missing-evidence reason)
+    title: str
+    subject: str
+    before: str
+    after: str
+
+
+FINE_TUNE = Question("comparison", "Did the fine-tune help?", "the fine-tune", "base", "tuned")
+RERANK = Question("rerank_comparison", "Did critic reranking help?", "critic reranking", "first candidate", "critic-reranked")
+QUESTIONS = (FINE_TUNE, RERANK)
+
+
 class Delta(TypedDict):
     value: float
     ci95: list[float]
@@ -69,6 +88,8 @@ class Delta(TypedDict):
 
 
 class Comparison(TypedDict):
+    question: str                # Question.title
+    sides: list[str]             # [before, after]: what `base` and `tuned` hold
     n: int
     unpaired: dict[str, int]     # ids only one side has (left out of every rate)
     base: dict[str, float]
@@ -126,18 +147,20 @@ def _judge(ci: tuple[float, float], p: float) -> str:
     return "no difference shown"
 
 
-def compare(base_records: list[dict], tuned_records: list[dict]) -> Comparison:
-    """Pair the evaluator's records by sample id and compare every rate in RATES."""
-    base, tuned = _by_id(base_records, "base"), _by_id(tuned_records, "tuned")
+def compare(base_records: list[dict], tuned_records: list[dict], question: Question = FINE_TUNE,
+            rates: tuple[Rate, ...] = RATES) -> Comparison:
+    """Pair the evaluator's records by sample id and compare every rate in `rates` (`base`: the before side)."""
+    base, tuned = _by_id(base_records, question.before), _by_id(tuned_records, question.after)
     ids = sorted(base.keys() & tuned.keys())
     if not ids:
-        raise ComparisonError("base and tuned evaluations share no sample id: nothing to compare")
-    out = Comparison(n=len(ids), unpaired={"base_only": len(base.keys() - tuned.keys()), "tuned_only": len(tuned.keys() - base.keys())},
+        raise ComparisonError(f"{question.before} and {question.after} evaluations share no sample id: nothing to compare")
+    out = Comparison(question=question.title, sides=[question.before, question.after], n=len(ids),
+                     unpaired={"base_only": len(base.keys() - tuned.keys()), "tuned_only": len(tuned.keys() - base.keys())},
                      base={}, tuned={}, delta={}, verdict="", sentence="",
                      method={"ci": f"paired bootstrap, percentile, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}",
                              "binary": "exact McNemar (binomial test on discordant pairs)",
                              "continuous": "Wilcoxon signed-rank", "alpha": str(ALPHA), "min_n": str(MIN_N)})
-    for rate in RATES:
+    for rate in rates:
         b = np.array([rate.per_function(base[i]) for i in ids])
         t = np.array([rate.per_function(tuned[i]) for i in ids])
         d = t - b
@@ -146,7 +169,7 @@ def compare(base_records: list[dict], tuned_records: list[dict]) -> Comparison:
         out["base"][rate.name], out["tuned"][rate.name] = float(b.mean()), float(t.mean())
         out["delta"][rate.name] = Delta(value=float(d.mean()), ci95=[ci[0], ci[1]], p_value=p,
                                         test="mcnemar_exact" if rate.binary else "wilcoxon", verdict=_judge(ci, p))
-    out["verdict"], out["sentence"] = verdict(out)
+    out["verdict"], out["sentence"] = verdict(out, question)
     return out
 
 
@@ -156,19 +179,20 @@ def _rate_text(cmp: Comparison, name: str) -> str:
             f"({d['value']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p = {d['p_value']:.3g})")
 
 
-def verdict(cmp: Comparison) -> tuple[str, str]:
+def verdict(cmp: Comparison, question: Question = FINE_TUNE) -> tuple[str, str]:
     """The answer in one word and one sentence."""
     n = cmp["n"]
     moved = {name: d["verdict"] for name, d in cmp["delta"].items() if d["verdict"] != "no difference shown"}
     primary = "; ".join(_rate_text(cmp, name) for name in PRIMARY)
     if n < MIN_N:
-        return "too few pairs", (f"Cannot say whether the fine-tune helped: n = {n} paired functions, "
+        return "too few pairs", (f"Cannot say whether {question.subject} helped: n = {n} paired functions, "
                                  f"below the minimum of {MIN_N}. {primary}.")
     better = [k for k, v in moved.items() if v == "better"]
     worse = [k for k, v in moved.items() if v == "worse"]
     word = "mixed" if better and worse else "helped" if better else "hurt" if worse else "cannot be told apart"
-    lead = {"helped": "The fine-tune helped", "hurt": "The fine-tune hurt",
-            "mixed": "The fine-tune helped on some rates and hurt on others",
-            "cannot be told apart": "Base and tuned cannot be told apart"}[word]
+    subject = question.subject[0].upper() + question.subject[1:]
+    lead = {"helped": f"{subject} helped", "hurt": f"{subject} hurt",
+            "mixed": f"{subject} helped on some rates and hurt on others",
+            "cannot be told apart": f"{question.before[0].upper() + question.before[1:]} and {question.after} cannot be told apart"}[word]
     detail = "; ".join(_rate_text(cmp, k) for k in moved if k not in PRIMARY)
     return word, f"{lead} (n = {n}, alpha {ALPHA}): {primary}" + (f"; also {detail}" if detail else "") + "."

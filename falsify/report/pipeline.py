@@ -78,10 +78,15 @@ class Plan:
     stages: list[Stage]
     standalone: bool = False  # True: samples without `crate`, each function built alone (--standalone)
     base_eval_dir: Path | None = None  # the base model's zero-shot tests, evaluated the same way (None: not compared)
+    first_eval_dir: Path | None = None  # with a critic: each function's first candidate, evaluated (None: no reranking)
 
     @property
     def base_sample_results(self) -> Path | None:
         return None if self.base_eval_dir is None else self.base_eval_dir / SAMPLES_FILE
+
+    @property
+    def first_sample_results(self) -> Path | None:
+        return None if self.first_eval_dir is None else self.first_eval_dir / SAMPLES_FILE
 
     @property
     def summary(self) -> Path:
@@ -128,6 +133,12 @@ def _partial_output(samples: Path) -> Path:
     from trainer.generate import partial_output_path  # here: trainer.generate imports torch
 
     return partial_output_path(samples)
+
+
+def _first_candidates(samples: Path) -> Path:
+    from trainer.generate import first_candidates_path  # here: trainer.generate imports torch
+
+    return first_candidates_path(samples)
 
 
 def lines_progress(paths: list[Path], total: int) -> Callable[[], tuple[int, int] | None]:
@@ -196,19 +207,39 @@ def write_standalone_holdout(holdout: Path, out: Path) -> None:
     write_jsonl_atomic(out, records, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Rerank:
+    """Generate `candidates` samples per function at `temperature` and keep the one `critic` rates best."""
+
+    critic: Path
+    candidates: int
+    temperature: float
+
+    def generate_args(self) -> tuple[str, ...]:
+        return ("--candidates", str(self.candidates), "--critic", str(self.critic), "--temperature", str(self.temperature))
+
+
 def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout: Path = CORPUS / "holdout.jsonl",
-               standalone: bool = False, compare_base: bool = True) -> Plan:
+               standalone: bool = False, compare_base: bool = True, rerank: Rerank | None = None) -> Plan:
     """Train twice with the same seed, generate, evaluate, run the falsifiers; reuse what `experiment` already has.
 
     In-crate by default: the generator's samples carry `crate`. `standalone`: they do not
     (today's shape), and they and their evaluation go to `evaluation-standalone/`.
     `compare_base`: the base model (no adapter) also writes tests for the same functions,
     evaluated into `evaluation-base/`, so the report can say whether the fine-tune helped.
+    `rerank`: the tuned generator draws N candidates and a critic keeps one; the scored
+    samples are those (`evaluation-reranked/`), and each function's first candidate is
+    evaluated too (`evaluation-first/`), so the report can say whether reranking helped.
     """
     fresh = experiment is None
     run_a = ExperimentPaths(DEFAULT_EXPERIMENT if fresh else Path(experiment))
     run_b = ExperimentPaths(run_a.root.with_name(run_a.root.name + "-repeat"))
-    eval_dir = _standalone_dir(run_a.evaluation) if standalone else run_a.evaluation
+
+    def side_dir(suffix: str) -> Path:
+        named = run_a.evaluation.with_name(run_a.evaluation.name + suffix)
+        return _standalone_dir(named) if standalone else named
+
+    eval_dir = side_dir("-reranked" if rerank else "")
     samples = eval_dir / "generated.jsonl"
     falsifiers = eval_dir / "falsifiers.json"
     reuse = (lambda f: _never()) if fresh else (lambda f: f)
@@ -228,19 +259,24 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
                             check_output=functions))
     needs = ["train", *(["standalone-holdout"] if standalone else [])]
 
-    def generate_and_evaluate(suffix: str, checkpoint: str, out_dir: Path) -> list[Stage]:
+    def generate_and_evaluate(suffix: str, checkpoint: str, out_dir: Path, extra: tuple[str, ...] = ()) -> list[Stage]:
         """Two stages: `trainer generate` from `checkpoint` into out_dir, then the evaluator over it."""
         out, done = out_dir / "generated.jsonl", out_dir / SUMMARY_FILE
         # --allow-rejected: the report is what judges the adapter, so an earlier rejection must not stop it.
         command = _py("-m", "trainer", "generate", "--experiment", str(run_a.root), "--checkpoint", checkpoint, "--allow-rejected",
-                      "--input", str(functions), "--out", str(out), "--limit", str(limit))
+                      "--input", str(functions), "--out", str(out), "--limit", str(limit), *extra)
         return [Stage(f"generate{suffix}", command, done=reuse(_reuse_file(out)), needs=needs, check_output=out,
                       progress=lines_progress([_partial_output(out), out], limit)),
                 Stage(f"evaluate{suffix}", _evaluate(out, out_dir), done=reuse(_reuse_file(done, newer_than=out)),
                       needs=[f"generate{suffix}"], check_output=done)]  # the evaluator writes nothing until it is done: no ETA
 
-    stages += generate_and_evaluate("", "best", eval_dir)
-    base_eval_dir = eval_dir.with_name(eval_dir.name.replace("evaluation", "evaluation-base", 1)) if compare_base else None
+    stages += generate_and_evaluate("", "best", eval_dir, rerank.generate_args() if rerank else ())
+    first_eval_dir = side_dir("-first") if rerank else None
+    if first_eval_dir is not None:  # the first candidates come from the generate stage above
+        first, done = _first_candidates(eval_dir / "generated.jsonl"), first_eval_dir / SUMMARY_FILE
+        stages.append(Stage("evaluate-first", _evaluate(first, first_eval_dir), done=reuse(_reuse_file(done, newer_than=first)),
+                            needs=["generate"], check_output=done))
+    base_eval_dir = side_dir("-base") if compare_base else None
     if base_eval_dir is not None:
         stages += generate_and_evaluate("-base", "base", base_eval_dir)
     if tiers:
@@ -249,7 +285,7 @@ def model_plan(experiment: Path | None, *, limit: int, tiers: list[str], holdout
                                               str(falsifiers), "-p", "no:cacheprovider", "-q"),
                             done=reuse(_reuse_file(falsifiers)), ok_codes=(0, 1), check_output=falsifiers))
     return Plan("model", run_a.root, run_b.root, eval_dir, samples, falsifiers if tiers else None, holdout, stages, standalone,
-                base_eval_dir)
+                base_eval_dir, first_eval_dir)
 
 
 def reference_sample(rec: dict, line: int, source: Path, *, standalone: bool = False) -> dict:

@@ -122,6 +122,7 @@ class Scorecard(RubricScore):
     missing_evidence: dict[str, str]
     curves: dict[str, Curve]  # "train loss (run A)", "validation loss (repeat)", ...
     comparison: Comparison | None  # base vs tuned on the same holdout (None: not compared; missing_evidence says why)
+    rerank_comparison: Comparison | None  # first candidate vs critic-reranked (None: no --critic, or missing_evidence says why)
     adapter: str  # "accepted" | "rejected" (a gate failed) | "not judged" (no adapter, or a stage failed)
     baseline: NotRequired[BaselineDiff]
 
@@ -191,7 +192,7 @@ def adapter_verdict(scored: RubricScore, plan: "Plan", stages: "list[StageResult
 
 
 def build_scorecard(scored: RubricScore, plan: "Plan", ev: Evidence, stages: "list[StageResult]",
-                    comparison: Comparison | None = None) -> Scorecard:
+                    comparison: Comparison | None = None, rerank_comparison: Comparison | None = None) -> Scorecard:
     """The rubric's score plus what the reader needs to trust it: provenance, stages, missing evidence, curves."""
     curves: dict[str, Curve] = {}
     for label, run in (("run A", ev.experiment), ("repeat", ev.repeat)):
@@ -201,7 +202,7 @@ def build_scorecard(scored: RubricScore, plan: "Plan", ev: Evidence, stages: "li
     return Scorecard(**scored, generator=plan.generator, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
                      provenance=provenance(plan, ev), stages=[_stage_record(s) for s in stages],
                      missing_evidence=dict(ev.missing), curves=curves, comparison=comparison,
-                     adapter=adapter_verdict(scored, plan, stages))
+                     rerank_comparison=rerank_comparison, adapter=adapter_verdict(scored, plan, stages))
 
 
 # ---------------------------------------------------------------- reading and writing the files

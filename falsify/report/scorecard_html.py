@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
 import matplotlib.pyplot as plt
 
+from falsify.report.comparison import QUESTIONS, Question
 from falsify.report.scorecard import Scorecard, item_deltas
 from falsify.report.scorecard_md import evidence_text
 
@@ -49,39 +50,45 @@ def loss_plot(curves: dict) -> str | None:
     return _png(fig)
 
 
-def comparison_plot(cmp: dict) -> str:
-    """Base vs tuned per rate, the tuned bar carrying the bootstrap 95% CI of the paired difference (added to base)."""
+def comparison_plot(cmp: dict, q: Question) -> str:
+    """Before vs after per rate, the after bar carrying the bootstrap 95% CI of the paired difference (added to before)."""
     names = list(cmp["delta"])
     base = [cmp["base"][n] for n in names]
     tuned = [cmp["tuned"][n] for n in names]
-    # The CI is of the difference; drawn around the tuned value it reads as "where tuned could be, given base".
+    # The CI is of the difference; drawn around the after value it reads as "where after could be, given before".
     low = [cmp["tuned"][n] - (cmp["base"][n] + cmp["delta"][n]["ci95"][0]) for n in names]
     high = [(cmp["base"][n] + cmp["delta"][n]["ci95"][1]) - cmp["tuned"][n] for n in names]
     fig, ax = plt.subplots(figsize=(8, 3.4))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], base, width=0.4, color="#8c959f", label="base (zero-shot)")
-    ax.bar([x + 0.2 for x in xs], tuned, width=0.4, color="#0969da", label="tuned",
+    ax.bar([x - 0.2 for x in xs], base, width=0.4, color="#8c959f", label=q.before)
+    ax.bar([x + 0.2 for x in xs], tuned, width=0.4, color="#0969da", label=q.after,
            yerr=[[max(v, 0) for v in low], [max(v, 0) for v in high]], capsize=4, ecolor="#1f2328")
     ax.set_xticks(list(xs), [n.replace("_", " ") for n in names])
     ax.set_ylabel("rate")
-    ax.set_title(f"Base vs tuned on the same {cmp['n']} functions (error bars: 95% CI of the difference)")
+    ax.set_title(f"{q.before} vs {q.after} on the same {cmp['n']} functions (error bars: 95% CI of the difference)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return _png(fig)
 
 
 def _comparison_html(card: Scorecard) -> list[str]:
-    cmp = card.get("comparison")
-    if not cmp:
-        why = (card.get("missing_evidence") or {}).get("comparison")
-        return [f"<h2>Did the fine-tune help?</h2><p class='not-run'>Not compared: {_e(why)}.</p>"] if why else []
-    rows = "".join(f"<tr><td>{_e(n)}</td><td>{cmp['base'][n]:.3f}</td><td>{cmp['tuned'][n]:.3f}</td><td>{d['value']:+.3f}</td>"
-                   f"<td>[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]</td><td>{d['p_value']:.3g}</td><td>{_e(d['test'])}</td>"
-                   f"<td>{_e(d['verdict'])}</td></tr>" for n, d in cmp["delta"].items())
-    return [f"<h2>Did the fine-tune help?</h2><p id='comparison-verdict'>{html.escape(cmp['sentence'])}</p>",
-            f"<img class='plot' id='comparison-plot' alt='base vs tuned' src='data:image/png;base64,{comparison_plot(cmp)}'>",
-            "<table id='comparison'><tr><th>rate</th><th>base</th><th>tuned</th><th>delta</th><th>95% CI</th><th>p</th>"
-            f"<th>test</th><th>verdict</th></tr>{rows}</table>"]
+    out: list[str] = []
+    for q in QUESTIONS:
+        cmp = card.get(q.key)
+        ident = q.key.replace("_", "-")
+        if not cmp:
+            why = (card.get("missing_evidence") or {}).get(q.key)
+            out += [f"<h2>{_e(q.title)}</h2><p class='not-run'>Not compared: {_e(why)}.</p>"] if why else []
+            continue
+        rows = "".join(f"<tr><td>{_e(n)}</td><td>{cmp['base'][n]:.3f}</td><td>{cmp['tuned'][n]:.3f}</td><td>{d['value']:+.3f}</td>"
+                       f"<td>[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]</td><td>{d['p_value']:.3g}</td><td>{_e(d['test'])}</td>"
+                       f"<td>{_e(d['verdict'])}</td></tr>" for n, d in cmp["delta"].items())
+        out += [f"<h2>{_e(q.title)}</h2><p id='{ident}-verdict'>{html.escape(cmp['sentence'])}</p>",
+                f"<img class='plot' id='{ident}-plot' alt='{_e(q.before)} vs {_e(q.after)}' "
+                f"src='data:image/png;base64,{comparison_plot(cmp, q)}'>",
+                f"<table id='{ident}'><tr><th>rate</th><th>{_e(q.before)}</th><th>{_e(q.after)}</th><th>delta</th><th>95% CI</th>"
+                f"<th>p</th><th>test</th><th>verdict</th></tr>{rows}</table>"]
+    return out
 
 
 def category_plot(card: Scorecard) -> str:

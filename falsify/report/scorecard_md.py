@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from falsify.report.comparison import QUESTIONS
 from falsify.report.scorecard import Scorecard, item_deltas
 
 
@@ -27,17 +28,23 @@ def evidence_text(ev: dict) -> str:
 
 
 def comparison_markdown(card: Scorecard) -> list[str]:
-    """Base vs tuned: one row per rate, the paired difference with its CI and p-value, then the verdict in words."""
-    cmp = card.get("comparison")
-    if not cmp:
-        why = (card.get("missing_evidence") or {}).get("comparison")
-        return ["## Did the fine-tune help?", "", f"Not compared: {why}.", ""] if why else []
-    out = ["## Did the fine-tune help?", "", cmp["sentence"], "",
-           f"| rate (n = {cmp['n']}) | base | tuned | delta | 95% CI | p | test | verdict |", "|---|---:|---:|---:|---|---:|---|---|"]
-    for name, d in cmp["delta"].items():
-        out.append(f"| {name} | {cmp['base'][name]:.3f} | {cmp['tuned'][name]:.3f} | {d['value']:+.3f} | "
-                   f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_value']:.3g} | {d['test']} | {d['verdict']} |")
-    return out + [""]
+    """Each paired comparison the card has (base vs tuned; first candidate vs critic-reranked): one row per rate,
+    the paired difference with its CI and p-value, then the verdict in words."""
+    out: list[str] = []
+    for q in QUESTIONS:
+        cmp = card.get(q.key)
+        if not cmp:
+            why = (card.get("missing_evidence") or {}).get(q.key)
+            out += [f"## {q.title}", "", f"Not compared: {why}.", ""] if why else []
+            continue
+        out += [f"## {q.title}", "", cmp["sentence"], "",
+                f"| rate (n = {cmp['n']}) | {q.before} | {q.after} | delta | 95% CI | p | test | verdict |",
+                "|---|---:|---:|---:|---|---:|---|---|"]
+        for name, d in cmp["delta"].items():
+            out.append(f"| {name} | {cmp['base'][name]:.3f} | {cmp['tuned'][name]:.3f} | {d['value']:+.3f} | "
+                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_value']:.3g} | {d['test']} | {d['verdict']} |")
+        out.append("")
+    return out
 
 
 def render_markdown(card: Scorecard) -> str:

@@ -61,6 +61,15 @@ def function_items(tree: Tree) -> list[Node]:
     return [n for n in walk(tree.root_node) if n.type == "function_item"]
 
 
+def signature(function_code: str) -> str:
+    """A function's signature: `pub fn name<T>(args) -> R where ..`, without doc comments, attributes or body.
+    Code with no function item (or no body) is returned as it is."""
+    data = function_code.encode("utf-8")
+    found = function_items(parse(data))
+    body = found[0].child_by_field_name("body") if found else None
+    return data[found[0].start_byte : body.start_byte].decode("utf-8").rstrip() if body is not None else function_code
+
+
 def function_name(fn: Node) -> str:
     name = fn.child_by_field_name("name")
     return text(name) if name is not None else ""
