@@ -385,7 +385,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer corpus critic", description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", required=True, type=Path, help="corpus directory (train/validation/test/holdout.jsonl)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--crates", type=int, default=12, help="crates to draw functions from (the holdout crates first)")
+    parser.add_argument("--crates", type=int, default=40, help="crates to draw functions from (the holdout crates first)")
     parser.add_argument("--per-crate", type=int, default=15, help="functions per crate")
     parser.add_argument("--max-chars", type=int, default=3000, help="longest critic text (function + tests) to draw")
     parser.add_argument("--seed", type=int, default=0)
