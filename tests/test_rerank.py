@@ -112,5 +112,6 @@ def test_generate_keeps_the_critics_choice_and_writes_the_first_candidates(gener
             assert scores[info["chosen"]] == max(s for s in scores if s is not None)
     assert summary["candidates"] == 3 and summary["rerank"]["functions"] == 4
     assert summary["rerank"]["chose_first"] == sum(r["metadata"]["generation"]["rerank"]["chosen"] == 0 for r in chosen)
+    assert summary["rerank"]["critic_seconds"] > 0  # the critic's scoring time is reported, apart from generation's
     # sampling at temperature 1.5 draws different candidates: the critic had a choice to make
     assert any(len({s for s in r["metadata"]["generation"]["rerank"]["critic_p_good"]}) > 1 for r in chosen)

@@ -274,7 +274,7 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
         torch.manual_seed(cfg.training.seed)
     judge = Critic(critic) if critic is not None else None
     rows = read_functions(Path(input_path))[:limit]
-    total_tokens, total_seconds, latencies, chose_first = 0, 0.0, [], 0
+    total_tokens, total_seconds, latencies, chose_first, critic_seconds = 0, 0.0, [], 0, 0.0
     out_path = Path(out_path)
     outputs = [out_path] + ([first_candidates_path(out_path)] if judge else [])
     partials = [partial_output_path(p) for p in outputs]
@@ -298,7 +298,9 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
                 if judge is None:
                     write_record(fhs[0], records[0])
                     continue
+                judged = time.perf_counter()
                 best, p_good = rerank(judge, records)
+                critic_seconds += time.perf_counter() - judged
                 chose_first += best == 0
                 for fh, k, side in ((fhs[0], best, "critic-reranked"), (fhs[1], 0, "first candidate")):
                     generation = {**records[k]["metadata"]["generation"], "rerank": {
@@ -318,6 +320,6 @@ def generate_file(experiment: Path, input_path: Path, out_path: Path, *, checkpo
     }
     if judge is not None:
         summary["rerank"] = {"critic": str(judge.checkpoint), "first_candidates": str(outputs[1]),
-                             "chose_first": chose_first, "functions": len(rows)}
+                             "chose_first": chose_first, "functions": len(rows), "critic_seconds": critic_seconds}
     write_json_atomic(generation_summary_path(out_path), summary)
     return summary
