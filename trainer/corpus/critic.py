@@ -72,7 +72,7 @@ def critic_text(function_code: str, tests: str) -> str:
     because the classifier pools the last token: at the end of bare code that token's state
     barely depends on the text (the first critic's logits for a function's good and
     wrong-expectation tests agreed to two decimals). The first critic, on whole functions and no
-    question, was at chance on unseen crates; this text (and 54 steps, not 30) gives AUROC 0.92
+    question, was at chance on unseen crates; this text (and 54 steps, not 30) gives AUROC 0.95
     between good and trivial tests there (README). The cut keeps the question inside
     max_seq_len, where right truncation would drop it.
     """
@@ -387,7 +387,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--crates", type=int, default=40, help="crates to draw functions from (the holdout crates first)")
     parser.add_argument("--per-crate", type=int, default=15, help="functions per crate")
-    parser.add_argument("--max-chars", type=int, default=3000, help="longest critic text (function + tests) to draw")
+    parser.add_argument("--max-chars", type=int, default=3000, help="longest function + tests (characters together) to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="evaluator jobs")
     try:
